@@ -1,0 +1,126 @@
+"""Multi-head self-attention with per-head hook points."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from vision_lens.components._hooks import is_hooked
+from vision_lens.config import HookedViTConfig
+
+
+class Attention(nn.Module):
+    """Bidirectional multi-head self-attention over all tokens.
+
+    Weights are stored in the layout torch's fused kernels take: ``qkv_weight``
+    ``[3, head, d_head, d_model]`` (viewed as one ``[3 * d_model, d_model]`` matrix, exactly
+    open_clip's ``in_proj_weight``), ``qkv_bias`` ``[3, head, d_head]`` and ``out_weight``
+    ``[d_model, head * d_head]``. The TransformerLens-shaped ``W_Q, W_K, W_V``
+    ``[head, d_model, d_head]``, ``b_Q, b_K, b_V`` ``[head, d_head]`` and ``W_O``
+    ``[head, d_head, d_model]`` are views of those parameters, so editing a view in place edits
+    the model. Layer scale is folded into ``out_weight`` and ``b_O``.
+
+    Hook points:
+        hook_q, hook_k, hook_v: ``[batch, pos, head, d_head]``.
+        hook_attn_scores: ``[batch, head, query_pos, key_pos]``, scaled by ``1/sqrt(d_head)``.
+        hook_pattern: ``[batch, head, query_pos, key_pos]``, softmax of the scores.
+        hook_z: ``[batch, pos, head, d_head]``, pattern-weighted values.
+        hook_result: ``[batch, pos, head, d_model]``, each head's output;
+            ``hook_result.sum(head) + b_O`` is the sublayer output.
+
+    With nothing attached to these hook points, one fused scaled-dot-product-attention kernel
+    runs. When any is hooked, the explicit computation runs; the ``[batch, pos, head, d_model]``
+    per-head result is built only when ``hook_result`` itself is hooked.
+
+    Example:
+        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...                       image_size=16, patch_size=8)
+        >>> attn = Attention(cfg)
+        >>> attn.W_Q.shape, attn.W_O.shape
+        (torch.Size([2, 16, 8]), torch.Size([2, 8, 16]))
+    """
+
+    def __init__(self, cfg: HookedViTConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.d_head = cfg.d_head
+        d_inner = cfg.n_heads * cfg.d_head
+        self.qkv_weight = nn.Parameter(
+            torch.empty(3, cfg.n_heads, cfg.d_head, cfg.d_model, dtype=cfg.dtype)
+        )
+        self.qkv_bias = nn.Parameter(torch.zeros(3, cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
+        self.out_weight = nn.Parameter(torch.empty(cfg.d_model, d_inner, dtype=cfg.dtype))
+        self.b_O = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, head, d_model]
+
+    # TransformerLens-shaped views of the stored weights.
+    @property
+    def W_Q(self) -> Float[Tensor, "head d_model d_head"]:
+        return self.qkv_weight[0].transpose(-1, -2)
+
+    @property
+    def W_K(self) -> Float[Tensor, "head d_model d_head"]:
+        return self.qkv_weight[1].transpose(-1, -2)
+
+    @property
+    def W_V(self) -> Float[Tensor, "head d_model d_head"]:
+        return self.qkv_weight[2].transpose(-1, -2)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv_bias[0]
+
+    @property
+    def b_K(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv_bias[1]
+
+    @property
+    def b_V(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv_bias[2]
+
+    @property
+    def W_O(self) -> Float[Tensor, "head d_head d_model"]:
+        return self.out_weight.T.reshape(self.n_heads, self.d_head, -1)
+
+    def _hook_points(self) -> tuple[HookPoint, ...]:
+        return (
+            self.hook_q,
+            self.hook_k,
+            self.hook_v,
+            self.hook_attn_scores,
+            self.hook_pattern,
+            self.hook_z,
+            self.hook_result,
+        )
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        batch, pos, _ = x.shape
+        qkv = F.linear(x, self.qkv_weight.flatten(0, 2), self.qkv_bias.flatten())
+        qkv = qkv.view(batch, pos, 3, self.n_heads, self.d_head)
+        if not is_hooked(*self._hook_points()):
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, head, pos, d_head]
+            z = F.scaled_dot_product_attention(q, k, v)
+            return F.linear(z.transpose(1, 2).flatten(2), self.out_weight, self.b_O)
+
+        q, k, v = qkv.unbind(2)  # each [batch, pos, head, d_head]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        if not is_hooked(self.hook_result):
+            return F.linear(z.flatten(2), self.out_weight, self.b_O)
+        result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
+        return result.sum(dim=2) + self.b_O

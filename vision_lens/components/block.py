@@ -1,0 +1,51 @@
+"""One pre-LN transformer block of a ViT."""
+
+from __future__ import annotations
+
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from vision_lens.components.attention import Attention
+from vision_lens.components.layer_norm import LayerNorm
+from vision_lens.components.mlp import MLP
+from vision_lens.config import HookedViTConfig
+
+
+class TransformerBlock(nn.Module):
+    """``resid_mid = resid_pre + attn(ln1(resid_pre))``; ``resid_post = resid_mid + mlp(ln2(resid_mid))``.
+
+    Hook points (all ``[batch, pos, d_model]``): ``hook_resid_pre``, ``hook_attn_out``,
+    ``hook_resid_mid``, ``hook_mlp_out``, ``hook_resid_post``; the submodules ``ln1``, ``attn``,
+    ``ln2`` and ``mlp`` carry their own.
+
+    Example:
+        >>> import torch
+        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...                       image_size=16, patch_size=8)
+        >>> block = TransformerBlock(cfg)
+        >>> _ = [p.data.normal_() for p in block.parameters()]
+        >>> block(torch.randn(2, 5, 16)).shape
+        torch.Size([2, 5, 16])
+    """
+
+    def __init__(self, cfg: HookedViTConfig):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.attn = Attention(cfg)
+        self.ln2 = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+
+    def forward(
+        self, resid_pre: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        resid_pre = self.hook_resid_pre(resid_pre)
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out)

@@ -1,0 +1,66 @@
+"""The MLP sublayer of a ViT block."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from vision_lens.config import HookedViTConfig
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """OpenAI CLIP's sigmoid approximation of GELU: ``x * sigmoid(1.702 x)``."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": quick_gelu,
+}
+
+
+class MLP(nn.Module):
+    """Two linear maps with an activation between them.
+
+    Weights are stored in torch's ``[out, in]`` layout (``in_weight``, ``out_weight``) so the
+    forward pass is two fused ``F.linear`` calls; ``W_in`` ``[d_model, d_mlp]`` and ``W_out``
+    ``[d_mlp, d_model]`` are TransformerLens-shaped views of them. Layer scale, when the source
+    model has it, is already folded into ``out_weight`` and ``b_out``.
+
+    Hook points:
+        hook_pre: ``[batch, pos, d_mlp]``, pre-activation.
+        hook_post: ``[batch, pos, d_mlp]``, post-activation.
+
+    Example:
+        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...                       image_size=16, patch_size=8)
+        >>> MLP(cfg).W_in.shape
+        torch.Size([16, 32])
+    """
+
+    def __init__(self, cfg: HookedViTConfig):
+        super().__init__()
+        self.act = ACTIVATIONS[cfg.act_fn]
+        self.in_weight = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
+        self.out_weight = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    @property
+    def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
+        return self.in_weight.T
+
+    @property
+    def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
+        return self.out_weight.T
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(F.linear(x, self.in_weight, self.b_in))
+        post = self.hook_post(self.act(pre))
+        return F.linear(post, self.out_weight, self.b_out)

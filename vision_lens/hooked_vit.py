@@ -1,0 +1,352 @@
+"""HookedViT: a CLIP-style ViT image tower with TransformerLens hook points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from vision_lens.cache import ActivationCache
+from vision_lens.components import Embed, LayerNorm, TransformerBlock
+from vision_lens.components._hooks import is_hooked
+from vision_lens.config import HookedViTConfig
+
+
+class HookedViT(HookedRootModule):
+    """A ViT image tower (open_clip's ``VisionTransformer`` with class-token pooling) whose every
+    intermediate activation is a named TransformerLens hook point.
+
+    ``model(images)`` returns the image embedding ``[batch, d_embed]``, equal to open_clip's
+    ``encode_image`` (unnormalised). ``run_with_cache``, ``run_with_hooks`` and ``hooks()`` behave
+    as in TransformerLens; ``run_with_cache`` returns a :class:`vision_lens.ActivationCache`.
+
+    Hook points (``L`` = layer, ``pos`` = 1 + n_patches, class token first):
+        ``hook_embed``, ``hook_pos_embed``, ``ln_pre.hook_scale``, ``ln_pre.hook_normalized``,
+        ``blocks.L.hook_resid_pre``, ``blocks.L.ln1.hook_scale``, ``blocks.L.ln1.hook_normalized``,
+        ``blocks.L.attn.hook_q/k/v``, ``blocks.L.attn.hook_attn_scores``,
+        ``blocks.L.attn.hook_pattern``, ``blocks.L.attn.hook_z``, ``blocks.L.attn.hook_result``,
+        ``blocks.L.hook_attn_out``, ``blocks.L.hook_resid_mid``, ``blocks.L.ln2.*``,
+        ``blocks.L.mlp.hook_pre``, ``blocks.L.mlp.hook_post``, ``blocks.L.hook_mlp_out``,
+        ``blocks.L.hook_resid_post``, ``ln_final.hook_scale``, ``ln_final.hook_normalized``,
+        ``hook_pooled`` ``[batch, d_model]``, ``hook_image_embed`` ``[batch, d_embed]``.
+        A tower without a pre-LayerNorm (open_clip ``no_ln_pre``) has no ``ln_pre.*`` hooks.
+
+    Observing a hook point never changes the result; the expensive explicit paths (per-head
+    ``hook_result``, explicit attention, explicit LayerNorm) run only while something is attached
+    to the corresponding hook point, so a plain forward costs what open_clip's does.
+
+    Example:
+        >>> import torch, vision_lens as vl
+        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_embed=32,
+        ...                          image_size=32, patch_size=8)
+        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+        >>> embed, cache = model.run_with_cache(torch.randn(2, 3, 32, 32))
+        >>> embed.shape, cache["blocks.1.attn.hook_result"].shape
+        (torch.Size([2, 32]), torch.Size([2, 17, 4, 64]))
+    """
+
+    def __init__(self, cfg: HookedViTConfig, preprocess: Callable | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.ln_pre = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else nn.Identity()
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.W_proj = nn.Parameter(torch.empty(cfg.d_model, cfg.d_embed, dtype=cfg.dtype))
+        self.hook_pooled = HookPoint()  # [batch, d_model]
+        self.hook_image_embed = HookPoint()  # [batch, d_embed]
+        #: The model's image preprocessing (PIL image -> input tensor), set by the loaders.
+        self.preprocess = preprocess
+        self.setup()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_open_clip(
+        cls,
+        model_name: str,
+        pretrained: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache_dir: str | None = None,
+    ) -> HookedViT:
+        """Build a HookedViT from an open_clip model name and weights.
+
+        Args:
+            model_name: An open_clip architecture name, e.g. ``"ViT-B-16"``,
+                ``"ViT-L-14-quickgelu"`` or ``"ViT-L-14-336"``.
+            pretrained: An open_clip pretrained tag (e.g. ``"laion2b_s34b_b88k"``, downloaded on
+                first use), a local checkpoint path (``.safetensors`` or a torch file, loaded with
+                ``weights_only=True``), or ``None`` for random weights.
+            device: Where to put the model (default CPU).
+            dtype: Parameter dtype (default float32).
+            cache_dir: open_clip's download cache directory.
+
+        Returns:
+            The converted model, with ``model.preprocess`` set to open_clip's eval transform.
+
+        Raises:
+            vision_lens.UnsupportedModelError: The image tower is not an open_clip
+                ``VisionTransformer`` with class-token pooling (ResNets, timm trunks, attentional
+                pooling, custom attention blocks).
+
+        Example:
+            >>> model = HookedViT.from_open_clip("ViT-B-32")  # random weights  # doctest: +SKIP
+        """
+        from vision_lens.loading.open_clip import load_open_clip_visual
+
+        return load_open_clip_visual(
+            cls, model_name, pretrained, device=device, dtype=dtype, cache_dir=cache_dir
+        )
+
+    @classmethod
+    def from_open_clip_model(
+        cls,
+        model: nn.Module,
+        *,
+        preprocess: Callable | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> HookedViT:
+        """Convert an already built open_clip ``CLIP`` (or its ``.visual``) into a HookedViT.
+
+        The weights are copied, so later edits to either model do not affect the other.
+
+        Args:
+            model: An open_clip ``CLIP``/``CustomTextCLIP`` or a ``VisionTransformer``.
+            preprocess: Image transform to expose as ``model.preprocess``; by default built from
+                the tower's ``preprocess_cfg`` as open_clip does.
+            device: Target device (default: the source model's).
+            dtype: Target dtype (default: the source model's).
+
+        Example:
+            >>> import open_clip
+            >>> clip = open_clip.create_model("ViT-B-32")  # doctest: +SKIP
+            >>> model = HookedViT.from_open_clip_model(clip)  # doctest: +SKIP
+        """
+        from vision_lens.loading.open_clip import convert_open_clip_model
+
+        return convert_open_clip_model(
+            cls, model, preprocess=preprocess, device=device, dtype=dtype, copy=True
+        )
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None, std: float = 0.02) -> HookedViT:
+        """Randomly initialise all weights (for tests and examples); LayerNorms get w=1, b=0.
+
+        Args:
+            seed: Seed for a private generator (the global RNG is untouched).
+            std: Standard deviation of the normal initialisation.
+
+        Returns:
+            ``self``, so calls chain.
+        """
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        for name, param in self.named_parameters():
+            if name.endswith(".w") and param.ndim == 1:
+                param.fill_(1.0)
+            elif name.endswith(".b") and param.ndim == 1:
+                param.zero_()
+            else:
+                noise = torch.randn(param.shape, generator=gen, dtype=torch.float32)
+                param.copy_(noise * std)
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, images: Float[Tensor, "batch 3 height width"]
+    ) -> Float[Tensor, "batch d_embed"]:
+        """Image embedding of a batch of preprocessed images.
+
+        Args:
+            images: ``[batch, 3, H, W]`` with ``(H, W) == cfg.image_size``; moved to the model's
+                device and dtype.
+
+        Returns:
+            ``[batch, d_embed]``, the unnormalised image embedding (open_clip's
+            ``encode_image(images)``).
+        """
+        images = self._check_images(images)
+        resid = self.ln_pre(self.embed(images))
+        for block in self.blocks:
+            resid = block(resid)
+        if is_hooked(self.ln_final.hook_scale, self.ln_final.hook_normalized):
+            pooled = self.ln_final(resid)[:, 0]
+        else:
+            # The final LayerNorm acts per token, so with class-token pooling only that token
+            # needs normalising.
+            cls_token = resid[:, 0]
+            pooled = F.layer_norm(
+                cls_token, (cls_token.shape[-1],), self.ln_final.w, self.ln_final.b, self.cfg.eps
+            )
+        pooled = self.hook_pooled(pooled)
+        return self.hook_image_embed(pooled @ self.W_proj)
+
+    def _check_images(self, images: Any) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise TypeError(
+                f"HookedViT expects a float tensor [batch, 3, H, W], got {type(images).__name__}. "
+                "Turn PIL images into tensors with model.preprocess and torch.stack."
+            )
+        if images.ndim == 3:
+            raise ValueError(
+                f"Got a single image of shape {tuple(images.shape)}; add a batch dimension "
+                "(images.unsqueeze(0))."
+            )
+        expected = tuple(self.cfg.image_size)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"Expected images of shape [batch, 3, {expected[0]}, {expected[1]}], got "
+                f"{tuple(images.shape)}."
+            )
+        if tuple(images.shape[-2:]) != expected:
+            raise ValueError(
+                f"Images are {tuple(images.shape[-2:])} pixels but this model takes {expected}. "
+                "Resize/crop them with model.preprocess (or open_clip's transform for this model)."
+            )
+        if not images.is_floating_point():
+            raise TypeError(
+                f"Images must be a float tensor (normalised as in model.preprocess), got "
+                f"{images.dtype}."
+            )
+        return images.to(device=self.W_proj.device, dtype=self.W_proj.dtype)
+
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any
+    ) -> tuple[Float[Tensor, "batch d_embed"], ActivationCache | dict[str, Tensor]]:
+        """Run the model and cache activations, as TransformerLens' ``run_with_cache``.
+
+        Args:
+            *model_args: Passed to :meth:`forward` (the images).
+            return_cache_object: Wrap the cache in a :class:`vision_lens.ActivationCache` (default)
+                rather than returning a plain dict.
+            **kwargs: ``names_filter``, ``device``, ``remove_batch_dim``, ``incl_bwd``,
+                ``reset_hooks_end``, ``clear_contexts``, ``pos_slice`` as in TransformerLens.
+
+        Returns:
+            ``(image_embed, cache)``.
+
+        Example:
+            >>> import torch, vision_lens as vl
+            >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
+            ...                          image_size=16, patch_size=8)
+            >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+            >>> _, cache = model.run_with_cache(torch.randn(1, 3, 16, 16),
+            ...                                 names_filter=lambda n: n.endswith("hook_pattern"))
+            >>> list(cache.keys())
+            ['blocks.0.attn.hook_pattern']
+        """
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        has_batch_dim = not kwargs.get("remove_batch_dim", False)
+        return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
+
+    # ------------------------------------------------------------------ weights
+    def _stack(self, get: Callable[[TransformerBlock], Tensor]) -> Tensor:
+        return torch.stack([get(block) for block in self.blocks])
+
+    @property
+    def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:
+        """Query weights of every layer (a stacked copy)."""
+        return self._stack(lambda b: b.attn.W_Q)
+
+    @property
+    def W_K(self) -> Float[Tensor, "layer head d_model d_head"]:
+        """Key weights of every layer (a stacked copy)."""
+        return self._stack(lambda b: b.attn.W_K)
+
+    @property
+    def W_V(self) -> Float[Tensor, "layer head d_model d_head"]:
+        """Value weights of every layer (a stacked copy)."""
+        return self._stack(lambda b: b.attn.W_V)
+
+    @property
+    def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
+        """Output weights of every layer, layer scale folded in (a stacked copy)."""
+        return self._stack(lambda b: b.attn.W_O)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "layer head d_head"]:
+        """Query biases of every layer."""
+        return self._stack(lambda b: b.attn.b_Q)
+
+    @property
+    def b_K(self) -> Float[Tensor, "layer head d_head"]:
+        """Key biases of every layer."""
+        return self._stack(lambda b: b.attn.b_K)
+
+    @property
+    def b_V(self) -> Float[Tensor, "layer head d_head"]:
+        """Value biases of every layer."""
+        return self._stack(lambda b: b.attn.b_V)
+
+    @property
+    def b_O(self) -> Float[Tensor, "layer d_model"]:
+        """Attention output biases of every layer, layer scale folded in."""
+        return self._stack(lambda b: b.attn.b_O)
+
+    @property
+    def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
+        """MLP input weights of every layer."""
+        return self._stack(lambda b: b.mlp.W_in)
+
+    @property
+    def b_in(self) -> Float[Tensor, "layer d_mlp"]:
+        """MLP input biases of every layer."""
+        return self._stack(lambda b: b.mlp.b_in)
+
+    @property
+    def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
+        """MLP output weights of every layer, layer scale folded in."""
+        return self._stack(lambda b: b.mlp.W_out)
+
+    @property
+    def b_out(self) -> Float[Tensor, "layer d_model"]:
+        """MLP output biases of every layer, layer scale folded in."""
+        return self._stack(lambda b: b.mlp.b_out)
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_model 3 patch_h patch_w"]:
+        """Patch embedding (convolution layout)."""
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "pos d_model"]:
+        """Position embeddings, class token first."""
+        return self.embed.W_pos
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_proj.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_proj.dtype
+
+    def to(self, *args: Any, **kwargs: Any) -> HookedViT:  # noqa: D102 - keeps cfg.dtype in sync
+        out = super().to(*args, **kwargs)
+        self.cfg.dtype = self.W_proj.dtype
+        return out
+
+    def hook_names(self, filter: str | Sequence[str] | None = None) -> list[str]:
+        """Names of the hook points, optionally only those containing one of ``filter``.
+
+        Example:
+            >>> import vision_lens as vl
+            >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64,
+            ...                          d_embed=16, image_size=16, patch_size=8)
+            >>> vl.HookedViT(cfg).hook_names("hook_pattern")
+            ['blocks.0.attn.hook_pattern']
+        """
+        names = list(self.hook_dict)
+        if filter is None:
+            return names
+        parts = [filter] if isinstance(filter, str) else list(filter)
+        return [n for n in names if any(p in n for p in parts)]
