@@ -70,7 +70,9 @@ class HookedViTConfig:
                     "pass d_head explicitly."
                 )
             self.d_head = self.d_model // self.n_heads
-        for (size, patch), axis in zip(zip(self.image_size, self.patch_size), "HW"):
+        for (size, patch), axis in zip(
+            zip(self.image_size, self.patch_size, strict=True), "HW", strict=True
+        ):
             if size % patch:
                 raise ValueError(
                     f"image_size {self.image_size} is not a multiple of patch_size "

@@ -248,6 +248,74 @@ class HookedViT(HookedRootModule):
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
 
+    def decomposition_hooks(self) -> list[str]:
+        """Names of the hook points the ``ActivationCache.decompose_*`` methods read.
+
+        Example:
+            >>> embed, cache = model.run_with_cache(
+            ...     images, names_filter=model.decomposition_hooks())  # doctest: +SKIP
+            >>> cache.decompose_heads().shape  # doctest: +SKIP
+        """
+        names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale"]
+        for layer in range(self.cfg.n_layers):
+            prefix = f"blocks.{layer}."
+            names += [
+                prefix + "attn.hook_pattern",
+                prefix + "attn.hook_v",
+                prefix + "hook_attn_out",
+                prefix + "hook_mlp_out",
+            ]
+        names.append(f"blocks.{self.cfg.n_layers - 1}.hook_resid_post")
+        return names
+
+    def run_with_decomposition_cache(
+        self,
+        images: Float[Tensor, "batch 3 height width"],
+        device: str | torch.device | None = None,
+    ) -> tuple[Float[Tensor, "batch d_embed"], ActivationCache]:
+        """Forward pass that caches exactly what the decompositions need, and no more.
+
+        Values ``blocks.L.attn.hook_v`` are kept whole (every source token); every other entry
+        keeps only the class-token row: attention patterns are stored as
+        ``[batch, head, 1, key_pos]`` (the class token's query) and the residual-stream entries
+        as ``[batch, 1, d]``, as if sliced with TransformerLens' ``pos_slice=0``. That is about
+        ``n_pos`` times less memory than caching full patterns.
+
+        Args:
+            images: Preprocessed images ``[batch, 3, H, W]``.
+            device: Where to keep the cached tensors (default: the model's device).
+
+        Returns:
+            ``(image_embed, cache)``; all ``cache.decompose_*`` methods work on it.
+
+        Example:
+            >>> import torch, vision_lens as vl
+            >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64,
+            ...                          d_embed=16, image_size=16, patch_size=8)
+            >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+            >>> embed, cache = model.run_with_decomposition_cache(torch.randn(2, 3, 16, 16))
+            >>> cache["blocks.1.attn.hook_pattern"].shape
+            torch.Size([2, 4, 1, 5])
+            >>> torch.allclose(cache.decompose_tokens().sum(1), cache.decompose_heads().sum((1, 2)),
+            ...                atol=1e-6)
+            True
+        """
+        store: dict[str, Tensor] = {}
+
+        def save(tensor: Tensor, hook: HookPoint) -> None:
+            if hook.name.endswith("hook_v"):
+                kept = tensor
+            elif hook.name.endswith("hook_pattern"):
+                kept = tensor[:, :, :1]
+            else:
+                kept = tensor[:, :1]
+            store[hook.name] = kept.detach().to(device or kept.device)
+
+        fwd_hooks = [(name, save) for name in self.decomposition_hooks()]
+        with torch.no_grad():
+            out = self.run_with_hooks(images, fwd_hooks=fwd_hooks)
+        return out, ActivationCache(store, self)
+
     # ------------------------------------------------------------------ weights
     def _stack(self, get: Callable[[TransformerBlock], Tensor]) -> Tensor:
         return torch.stack([get(block) for block in self.blocks])

@@ -13,7 +13,10 @@ from vision_lens.config import HookedViTConfig
 
 
 class TransformerBlock(nn.Module):
-    """``resid_mid = resid_pre + attn(ln1(resid_pre))``; ``resid_post = resid_mid + mlp(ln2(resid_mid))``.
+    """A pre-LN block: attention then MLP, each reading a LayerNorm of the residual stream.
+
+    ``resid_mid = resid_pre + attn(ln1(resid_pre))`` and
+    ``resid_post = resid_mid + mlp(ln2(resid_mid))``.
 
     Hook points (all ``[batch, pos, d_model]``): ``hook_resid_pre``, ``hook_attn_out``,
     ``hook_resid_mid``, ``hook_mlp_out``, ``hook_resid_post``; the submodules ``ln1``, ``attn``,

@@ -64,12 +64,16 @@ def check_open_clip_config(model_name: str) -> None:
         return
     vision = cfg.get("vision_cfg", {})
     if isinstance(vision.get("layers"), list | tuple):
-        raise _refuse(model_name, "its image tower is a ModifiedResNet (convolutional, no patch tokens)")
+        raise _refuse(
+            model_name, "its image tower is a ModifiedResNet (convolutional, no patch tokens)"
+        )
     for key, reason in _UNSUPPORTED_VISION_CFG.items():
         if vision.get(key):
             raise _refuse(model_name, reason)
     if vision.get("pool_type", "tok") != "tok":
-        raise _refuse(model_name, f"it pools with pool_type={vision['pool_type']!r}, not the class token")
+        raise _refuse(
+            model_name, f"it pools with pool_type={vision['pool_type']!r}, not the class token"
+        )
     if vision.get("block_type") not in (None, "default"):
         raise _refuse(model_name, f"its blocks are of type {vision['block_type']!r}")
 
@@ -281,7 +285,8 @@ def load_open_clip_visual(
     if pretrained is not None and os.path.sep in str(pretrained) and not os.path.isfile(pretrained):
         raise FileNotFoundError(
             f"Checkpoint {pretrained!r} does not exist. Pass an existing file path or one of the "
-            f"open_clip tags for {model_name}: {open_clip.list_pretrained_tags_by_model(model_name)}"
+            f"open_clip tags for {model_name}: "
+            f"{open_clip.list_pretrained_tags_by_model(model_name)}"
         )
     clip = open_clip.create_model(
         model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
