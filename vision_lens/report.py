@@ -1,0 +1,333 @@
+"""The main job: one self-contained HTML page that shows what a CLIP ViT's components do.
+
+``vision-lens report`` calls :func:`write_report`. On the shipped shapes model it needs no
+arguments; with ``--model``/``--pretrained``/``--images`` it runs on any supported open_clip model
+and the user's own images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import torch
+from torch import Tensor
+
+from vision_lens import plot
+from vision_lens.analysis.ablation import cumulative_attention_ablation
+from vision_lens.analysis.batched import decompose_dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+
+@dataclass
+class ClassificationTask:
+    """A zero-shot task for the ablation curve: images, class prompts and true labels."""
+
+    name: str
+    images: Tensor  # [N, 3, H, W], preprocessed
+    class_texts: list[str]
+    labels: Tensor  # [N]
+
+
+@dataclass
+class ReportInputs:
+    """What a report shows: display scenes with heatmap queries, and tasks for the ablation."""
+
+    title: str
+    display_images: list[Any]  # PIL images, shown with heatmaps
+    queries: list[str]  # heatmap text queries
+    reference_texts: list[str]  # their mean heatmap is subtracted (the paper's footnote)
+    tasks: list[ClassificationTask] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_image_folder(folder: str | Path, max_images: int | None = None) -> list[Any]:
+    """Load the images of a folder (sorted by name) as RGB PIL images.
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        ValueError: It holds no image files.
+    """
+    from PIL import Image
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Image folder {str(folder)!r} does not exist or is not a folder.")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(
+            f"No images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}; point --images at a "
+            "folder of image files."
+        )
+    return [Image.open(p).convert("RGB") for p in files[:max_images]]
+
+
+def preprocess_images(model: Any, images: Sequence[Any]) -> Tensor:
+    """Stack ``model.preprocess(image)`` for PIL images into ``[N, 3, H, W]``."""
+    if model.preprocess is None:
+        raise ValueError("This model has no preprocess transform; pass tensors instead.")
+    return torch.stack([model.preprocess(image) for image in images])
+
+
+def shapes_inputs(model: Any, n_display: int = 6, n_eval: int = 300, seed: int = 2024):
+    """Report inputs from the shapes world: multi-object scenes for heatmaps, single-object scenes
+    for colour/shape/position zero-shot tasks."""
+    from vision_lens import shapes
+
+    display = shapes.generate(n_display, seed=seed, n_objects=(1, 3))
+    queries: list[str] = []
+    for attrs in display.attributes:
+        for text in (
+            shapes.with_article(f"{attrs[0]['color']} object"),
+            shapes.with_article(attrs[0]["shape"]),
+        ):
+            if text not in queries:
+                queries.append(text)
+    evaluation = shapes.generate(n_eval, seed=seed + 1, n_objects=1)
+    eval_images = preprocess_images(model, [evaluation.to_pil(i) for i in range(len(evaluation))])
+    tasks = [
+        ClassificationTask(
+            name=attribute,
+            images=eval_images,
+            class_texts=shapes.prompts(attribute),
+            labels=torch.as_tensor(shapes.labels(evaluation, attribute)),
+        )
+        for attribute in ("color", "shape", "position")
+    ]
+    return ReportInputs(
+        title="vision_lens report",
+        display_images=[display.to_pil(i) for i in range(len(display))],
+        queries=queries[:4],
+        reference_texts=shapes.prompts("color") + shapes.prompts("shape"),
+        tasks=tasks,
+        notes=[
+            f"Heatmaps on {n_display} shapes-world scenes (seed {seed}); ablations on {n_eval} "
+            f"held-out single-object scenes (seed {seed + 1}), zero-shot prompts "
+            "'a {colour} object', 'a {shape}', 'an object in the {position}'."
+        ],
+    )
+
+
+def folder_inputs(model: Any, images: list[Any], texts: Sequence[str]) -> ReportInputs:
+    """Report inputs for a user's images: heatmaps for ``texts``, and a label-free ablation task
+    (agreement with the full model's zero-shot choice among ``texts``)."""
+    if len(texts) < 2:
+        raise ValueError("Pass at least two --texts: heatmaps are contrasted across texts.")
+    return ReportInputs(
+        title="vision_lens report",
+        display_images=images[:8],
+        queries=list(texts)[:6],
+        reference_texts=list(texts),
+        tasks=[
+            ClassificationTask(
+                name="agreement with the full model",
+                images=preprocess_images(model, images),
+                class_texts=list(texts),
+                labels=torch.empty(0, dtype=torch.long),  # filled from the full model
+            )
+        ],
+        notes=[
+            f"{len(images)} user images. With no labels, the ablation curve shows how often the "
+            "ablated embedding picks the same text as the full model."
+        ],
+    )
+
+
+def _figure_html(fig: go.Figure, first: bool) -> str:
+    # The first figure carries plotly.js inline, so the page works offline and standalone.
+    return fig.to_html(full_html=False, include_plotlyjs=True if first else False)
+
+
+def _image_tag(image: Any, width: int = 128) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{data}" width="{width}" style="image-rendering:pixelated">'
+
+
+@torch.no_grad()
+def build_report(
+    model: Any, clip: Any, inputs: ReportInputs, batch_size: int = 64, progress: bool = True
+) -> str:
+    """Compute every figure of the report and return the HTML page.
+
+    Args:
+        model: A :class:`vision_lens.HookedViT`.
+        clip: The matching :class:`vision_lens.CLIPText`.
+        inputs: What to show (see :func:`shapes_inputs`, :func:`folder_inputs`).
+        batch_size: Images per forward pass.
+        progress: Show progress bars.
+
+    Returns:
+        A self-contained HTML page (plotly.js inline).
+    """
+    figures: list[tuple[str, str, go.Figure]] = []
+    display = preprocess_images(model, inputs.display_images)
+
+    # Direct effects of layers and heads, over the task images (more images, steadier means).
+    base = inputs.tasks[0].images if inputs.tasks else display
+    overview = decompose_dataset(model, base, heads=True, batch_size=batch_size, progress=progress)
+    figures.append(
+        (
+            "Direct effect of each layer",
+            "Mean norm of each component's direct contribution to the image embedding, and its "
+            "mean projection on the (unit) embedding; the components sum exactly to the embedding.",
+            plot.layer_contributions(overview["layers"], overview["labels"], overview["embed"]),
+        )
+    )
+
+    # Cumulative mean-ablation of attention layers (the paper's Figure 3).
+    curves = {}
+    for task in inputs.tasks:
+        weights = clip.zero_shot_weights(task.class_texts, ["{}"]).to(overview["embed"])
+        if task.images is base:
+            terms, labels = overview["layers"], overview["labels"]
+        else:
+            out = decompose_dataset(model, task.images, batch_size=batch_size, progress=progress)
+            terms, labels = out["layers"], out["labels"]
+        truth = task.labels
+        if truth.numel() == 0:
+            truth = (terms.sum(0) @ weights.T).argmax(-1)
+        curves[task.name] = cumulative_attention_ablation(terms, labels, weights, truth)
+    if curves:
+        x = ["none"] + [f"0..{layer}" for layer in range(model.cfg.n_layers)]
+        figures.append(
+            (
+                "Mean-ablating attention layers, cumulatively",
+                "Zero-shot accuracy when the direct effects of attention layers 0..l are replaced "
+                "by their means over the images (the paper's Figure 3).",
+                plot.line_chart(
+                    curves, x, xaxis_title="attention layers mean-ablated", yaxis_title="accuracy"
+                ),
+            )
+        )
+
+    head_norms = overview["heads"].norm(dim=-1).mean(0)
+    figures.append(
+        (
+            "Direct effect of each head",
+            "Mean norm of each attention head's direct contribution to the image embedding.",
+            plot.head_grid(head_norms, title="mean direct-effect norm"),
+        )
+    )
+
+    # Token heatmaps: patch terms of decompose_tokens dotted with each query, minus the mean
+    # heatmap over the reference texts.
+    tokens = decompose_dataset(
+        model, display, layers=False, tokens=True, batch_size=batch_size, progress=False
+    )["tokens"]
+    patch_terms = tokens[:, 1:]
+    query_emb = clip.encode(inputs.queries).to(patch_terms)
+    reference = clip.encode(inputs.reference_texts).to(patch_terms)
+    scores = patch_terms @ query_emb.T - (patch_terms @ reference.T).mean(-1, keepdim=True)
+    rows, cols = model.cfg.grid_size
+    scores = scores.permute(0, 2, 1).reshape(
+        len(inputs.display_images), len(inputs.queries), rows, cols
+    )
+    figures.append(
+        (
+            "Where each text is found",
+            "Each patch's direct contribution (all attention layers and heads) dotted with the "
+            "text embedding, minus the mean over the reference texts; red = towards the text.",
+            plot.token_heatmap_grid(inputs.display_images, scores, inputs.queries),
+        )
+    )
+    return _render(model, inputs, figures)
+
+
+def _render(model: Any, inputs: ReportInputs, figures: list[tuple[str, str, go.Figure]]) -> str:
+    cfg = model.cfg
+    summary = (
+        f"{html.escape(cfg.model_name)}: {cfg.n_layers} layers x {cfg.n_heads} heads, "
+        f"d_model {cfg.d_model}, d_embed {cfg.d_embed}, {cfg.image_size[0]}x{cfg.image_size[1]} px, "
+        f"patch {cfg.patch_size[0]}"
+    )
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(inputs.title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+        "section{margin-bottom:2em}</style></head><body>",
+        f"<h1>{html.escape(inputs.title)}</h1><p>{summary}</p>",
+        *[f"<p>{html.escape(note)}</p>" for note in inputs.notes],
+        "<section><h2>Scenes</h2>",
+        *[_image_tag(image) for image in inputs.display_images],
+        "</section>",
+    ]
+    for index, (heading, text, fig) in enumerate(figures):
+        parts += [
+            f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>",
+            _figure_html(fig, first=index == 0),
+            "</section>",
+        ]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    out: str | Path,
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    images: str | Path | None = None,
+    texts: Sequence[str] | None = None,
+    max_images: int = 8,
+    batch_size: int = 64,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Load a model, compute the report and write it to ``out``.
+
+    Args:
+        out: HTML file to write.
+        model_name: open_clip model name; default the shipped shapes model.
+        pretrained: open_clip tag or checkpoint path for ``model_name``.
+        images: Folder of images; default shapes-world scenes.
+        texts: Heatmap texts for ``images`` (default: a few generic descriptions).
+        max_images: At most this many images from ``images``.
+        batch_size: Images per forward pass.
+        device: Torch device.
+        progress: Show progress bars.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_report("report.html")  # the shipped shapes model  # doctest: +SKIP
+    """
+    from vision_lens.loading.clip import load_clip
+
+    if images is not None:  # fail on a bad folder before loading any model
+        user_images = load_image_folder(images, max_images)
+    if model_name is None:
+        from vision_lens.shapes.load import load_shapes_clip
+
+        if pretrained is not None:
+            raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
+        model, clip = load_shapes_clip(device=device)
+    else:
+        model, clip = load_clip(model_name, pretrained, device=device)
+    if images is None:
+        inputs = shapes_inputs(model)
+    else:
+        inputs = folder_inputs(model, user_images, texts or DEFAULT_TEXTS)
+    page = build_report(model, clip, inputs, batch_size=batch_size, progress=progress)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+DEFAULT_TEXTS = [
+    "a photo of a person",
+    "a photo of an animal",
+    "a photo of a building",
+    "a photo of a vehicle",
+    "a photo of food",
+    "a photo of a landscape",
+]
