@@ -2,19 +2,50 @@
 
 Load an OpenCLIP ViT into a :class:`HookedViT` with named hook points, run it with
 ``run_with_cache`` and decompose the image embedding into exact direct effects.
+
+Example:
+    >>> import torch, vision_lens as vl
+    >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
+    ...                          image_size=16, patch_size=8)
+    >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+    >>> embed, cache = model.run_with_cache(torch.randn(2, 3, 16, 16))
+    >>> cache.decompose_heads().shape
+    torch.Size([2, 2, 4, 16])
 """
 
+from vision_lens import analysis, plot, shapes
+from vision_lens.analysis import (
+    cumulative_attention_ablation,
+    mean_ablate,
+    zero_shot_accuracy,
+)
+from vision_lens.analysis.batched import decompose_dataset
 from vision_lens.cache import ActivationCache
 from vision_lens.config import HookedViTConfig
 from vision_lens.hooked_vit import HookedViT
+from vision_lens.loading.clip import load_clip
 from vision_lens.loading.open_clip import UnsupportedModelError
+from vision_lens.shapes.load import load_shapes_clip
+from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationCache",
+    "CLIPText",
     "HookedViT",
     "HookedViTConfig",
     "UnsupportedModelError",
     "__version__",
+    "analysis",
+    "cumulative_attention_ablation",
+    "decompose_dataset",
+    "imagenet_classnames",
+    "imagenet_templates",
+    "load_clip",
+    "load_shapes_clip",
+    "mean_ablate",
+    "plot",
+    "shapes",
+    "zero_shot_accuracy",
 ]
