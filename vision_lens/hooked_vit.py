@@ -55,6 +55,8 @@ class HookedViT(HookedRootModule):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model], class token + patches
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.ln_pre = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else nn.Identity()
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
@@ -173,7 +175,9 @@ class HookedViT(HookedRootModule):
             ``encode_image(images)``).
         """
         images = self._check_images(images)
-        resid = self.ln_pre(self.embed(images))
+        embed = self.hook_embed(self.embed(images))
+        pos_embed = self.hook_pos_embed(self.embed.pos_embed(embed.shape[0]))
+        resid = self.ln_pre(embed + pos_embed)
         for block in self.blocks:
             resid = block(resid)
         if is_hooked(self.ln_final.hook_scale, self.ln_final.hook_normalized):
@@ -398,8 +402,10 @@ class HookedViT(HookedRootModule):
     def dtype(self) -> torch.dtype:
         return self.W_proj.dtype
 
-    def to(self, *args: Any, **kwargs: Any) -> HookedViT:  # noqa: D102 - keeps cfg.dtype in sync
-        out = super().to(*args, **kwargs)
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> HookedViT:
+        # Every dtype/device move (.to, .double, .float, .half, .cuda) goes through _apply, so
+        # cfg.dtype stays in sync with the weights whichever one is used.
+        out = super()._apply(fn, *args, **kwargs)
         self.cfg.dtype = self.W_proj.dtype
         return out
 

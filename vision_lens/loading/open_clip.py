@@ -158,11 +158,16 @@ def config_from_visual(visual: nn.Module, model_name: str = "open_clip") -> Hook
     )
 
 
-def _layer_scale(module: nn.Module, d_model: int, like: Tensor) -> Tensor:
-    gamma = getattr(module, "gamma", None)
+def _fold_layer_scale(
+    layer_scale: nn.Module, weight: Tensor, bias: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(weight * gamma[:, None], bias * gamma)``; the tensors themselves without layer scale
+    (no copy, so a conversion with ``copy=False`` shares their storage)."""
+    gamma = getattr(layer_scale, "gamma", None)
     if gamma is None:
-        return torch.ones(d_model, dtype=like.dtype, device=like.device)
-    return gamma.detach()
+        return weight, bias
+    gamma = gamma.detach()
+    return weight * gamma[:, None], bias * gamma
 
 
 @torch.no_grad()
@@ -186,22 +191,24 @@ def convert_visual_state_dict(visual: nn.Module, cfg: HookedViTConfig) -> dict[s
         sd["ln_pre.w"], sd["ln_pre.b"] = visual.ln_pre.weight, visual.ln_pre.bias
     for layer, block in enumerate(visual.transformer.resblocks):
         p = f"blocks.{layer}."
-        ls_1 = _layer_scale(block.ls_1, d, block.attn.out_proj.weight)
-        ls_2 = _layer_scale(block.ls_2, d, block.mlp.c_proj.weight)
+        out_w, out_b = _fold_layer_scale(
+            block.ls_1, block.attn.out_proj.weight, block.attn.out_proj.bias
+        )
+        mlp_w, mlp_b = _fold_layer_scale(block.ls_2, block.mlp.c_proj.weight, block.mlp.c_proj.bias)
         sd.update(
             {
                 p + "ln1.w": block.ln_1.weight,
                 p + "ln1.b": block.ln_1.bias,
                 p + "attn.qkv_weight": block.attn.in_proj_weight.view(3, h, dh, d),
                 p + "attn.qkv_bias": block.attn.in_proj_bias.view(3, h, dh),
-                p + "attn.out_weight": block.attn.out_proj.weight * ls_1[:, None],
-                p + "attn.b_O": block.attn.out_proj.bias * ls_1,
+                p + "attn.out_weight": out_w,
+                p + "attn.b_O": out_b,
                 p + "ln2.w": block.ln_2.weight,
                 p + "ln2.b": block.ln_2.bias,
                 p + "mlp.in_weight": block.mlp.c_fc.weight,
                 p + "mlp.b_in": block.mlp.c_fc.bias,
-                p + "mlp.out_weight": block.mlp.c_proj.weight * ls_2[:, None],
-                p + "mlp.b_out": block.mlp.c_proj.bias * ls_2,
+                p + "mlp.out_weight": mlp_w,
+                p + "mlp.b_out": mlp_b,
             }
         )
     return {name: t.detach() for name, t in sd.items()}
@@ -266,6 +273,24 @@ def convert_open_clip_model(
     return hooked.eval()
 
 
+def check_pretrained_source(model_name: str, pretrained: str | os.PathLike | None) -> str | None:
+    """``pretrained`` as open_clip takes it (a str), after checking that it is a known tag or an
+    existing file; raises a clear FileNotFoundError otherwise."""
+    import open_clip
+
+    if pretrained is None:
+        return None
+    pretrained = os.fspath(pretrained)  # open_clip takes str only (it lower()s tags)
+    if open_clip.get_pretrained_cfg(model_name, pretrained):
+        return pretrained
+    if not os.path.isfile(pretrained):
+        raise FileNotFoundError(
+            f"{pretrained!r} is neither an existing checkpoint file nor an open_clip pretrained "
+            f"tag for {model_name}. Tags: {open_clip.list_pretrained_tags_by_model(model_name)}"
+        )
+    return pretrained
+
+
 def load_open_clip_visual(
     cls: type[HookedViT],
     model_name: str,
@@ -282,12 +307,7 @@ def load_open_clip_visual(
     import open_clip
 
     check_open_clip_config(model_name)
-    if pretrained is not None and os.path.sep in str(pretrained) and not os.path.isfile(pretrained):
-        raise FileNotFoundError(
-            f"Checkpoint {pretrained!r} does not exist. Pass an existing file path or one of the "
-            f"open_clip tags for {model_name}: "
-            f"{open_clip.list_pretrained_tags_by_model(model_name)}"
-        )
+    pretrained = check_pretrained_source(model_name, pretrained)
     clip = open_clip.create_model(
         model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
     )
