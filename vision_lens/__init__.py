@@ -15,8 +15,20 @@ Example:
 
 from vision_lens import analysis, plot, shapes
 from vision_lens.analysis import (
+    Components,
+    TextSpanResult,
+    accuracy_vs_m,
     cumulative_attention_ablation,
+    decompose_components,
+    head_ablation_accuracy,
+    heads_by_keywords,
+    image_neighbors,
     mean_ablate,
+    mlp_ablation,
+    spurious_ablation,
+    text_to_image,
+    textspan,
+    textspan_model,
     zero_shot_accuracy,
 )
 from vision_lens.analysis.batched import decompose_dataset
@@ -27,12 +39,27 @@ from vision_lens.loading.clip import load_clip
 from vision_lens.loading.open_clip import UnsupportedModelError
 from vision_lens.shapes.load import load_shapes_clip
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
+from vision_lens.text_pools import list_text_pools, text_pool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationCache",
     "CLIPText",
+    "Components",
+    "TextSpanResult",
+    "accuracy_vs_m",
+    "decompose_components",
+    "head_ablation_accuracy",
+    "heads_by_keywords",
+    "image_neighbors",
+    "list_text_pools",
+    "mlp_ablation",
+    "spurious_ablation",
+    "text_pool",
+    "text_to_image",
+    "textspan",
+    "textspan_model",
     "HookedViT",
     "HookedViTConfig",
     "UnsupportedModelError",

@@ -149,7 +149,8 @@ def _image_tag(image: Any, width: int = 128) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img src="data:image/png;base64,{data}" width="{width}" style="image-rendering:pixelated">'
+    style = "image-rendering:pixelated"
+    return f'<img src="data:image/png;base64,{data}" width="{width}" style="{style}">'
 
 
 @torch.no_grad()
@@ -246,7 +247,8 @@ def _render(model: Any, inputs: ReportInputs, figures: list[tuple[str, str, go.F
     cfg = model.cfg
     summary = (
         f"{html.escape(cfg.model_name)}: {cfg.n_layers} layers x {cfg.n_heads} heads, "
-        f"d_model {cfg.d_model}, d_embed {cfg.d_embed}, {cfg.image_size[0]}x{cfg.image_size[1]} px, "
+        f"d_model {cfg.d_model}, d_embed {cfg.d_embed}, "
+        f"{cfg.image_size[0]}x{cfg.image_size[1]} px, "
         f"patch {cfg.patch_size[0]}"
     )
     parts = [

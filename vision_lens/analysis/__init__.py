@@ -1,9 +1,72 @@
-"""Analyses built on the cache's decompositions: ablations (and later TextSpan, segmentation)."""
+"""Analyses built on the cache's decompositions: TextSpan, ablations, retrieval, spurious cues.
+
+* :func:`textspan` / :func:`textspan_model`: per-head text bases (Gandelsman et al. §4.1).
+* Ablations over precomputed :class:`Components` (one forward pass, many ablations):
+  :func:`mean_ablate`, :func:`cumulative_attention_ablation` (Figure 3),
+  :func:`head_ablation_accuracy`, :func:`mlp_ablation` (Table 3), :func:`replace_heads`,
+  :func:`textspan_replacement_accuracy` and :func:`accuracy_vs_m` (Figure 4).
+* :func:`image_neighbors`, :func:`text_to_image`: retrieval through heads (Figures 5 and 6).
+* :func:`heads_by_keywords`, :func:`spurious_ablation`: spurious cue removal (Table 2).
+"""
 
 from vision_lens.analysis.ablation import (
+    Components,
+    ablated_embedding,
+    accuracy_vs_m,
     cumulative_attention_ablation,
+    decompose_components,
+    head_ablation_accuracy,
+    head_label,
     mean_ablate,
+    mlp_ablation,
+    replace_heads,
+    split_heads,
+    textspan_replacement_accuracy,
     zero_shot_accuracy,
 )
+from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
+from vision_lens.analysis.spurious import (
+    LOCATION_KEYWORDS,
+    GroupAccuracy,
+    HeadMatches,
+    SpuriousAblation,
+    group_accuracy,
+    heads_by_keywords,
+    spurious_ablation,
+)
+from vision_lens.analysis.textspan import (
+    TextSpanResult,
+    head_outputs_dataset,
+    textspan,
+    textspan_model,
+)
 
-__all__ = ["cumulative_attention_ablation", "mean_ablate", "zero_shot_accuracy"]
+__all__ = [
+    "LOCATION_KEYWORDS",
+    "Components",
+    "GroupAccuracy",
+    "HeadMatches",
+    "Neighbors",
+    "SpuriousAblation",
+    "TextSpanResult",
+    "ablated_embedding",
+    "accuracy_vs_m",
+    "cumulative_attention_ablation",
+    "decompose_components",
+    "group_accuracy",
+    "head_ablation_accuracy",
+    "head_label",
+    "head_outputs_dataset",
+    "heads_by_keywords",
+    "image_neighbors",
+    "mean_ablate",
+    "mlp_ablation",
+    "replace_heads",
+    "spurious_ablation",
+    "split_heads",
+    "text_to_image",
+    "textspan",
+    "textspan_model",
+    "textspan_replacement_accuracy",
+    "zero_shot_accuracy",
+]
