@@ -30,9 +30,10 @@ Two exact treatments of ``mu`` and ``beta``:
 
 ``normalize=True`` divides every term by ``||y||`` so that they sum to the unit embedding.
 
-Only the class-token query row of each attention pattern is used, and the per-head output matrix
-is folded with ``gamma`` and ``P`` once per layer (``W_eff^h = (W_O^h - mean_d W_O^h) diag(gamma) P``
-in centre mode), and further with text directions when given, so the
+Only the class-token query row of each attention pattern is used, and the per-head output
+matrix is folded with ``gamma`` and ``P`` once per layer
+(``W_eff^h = (W_O^h - mean_d W_O^h) diag(gamma) P`` in centre mode), and further with text
+directions when given, so the
 ``[batch, layer, head, pos, d_embed]`` tensor is only built when asked for.
 """
 
@@ -102,6 +103,12 @@ class ActivationCache(_TLActivationCache):
     def _out(self, tensor: Tensor, batch_dim: int = 0) -> Tensor:
         return tensor if self.has_batch_dim else tensor.squeeze(batch_dim)
 
+    def apply_slice_to_batch_dim(self, batch_slice) -> ActivationCache:
+        """TransformerLens' batch slicing, returning this class (TL's builds its own class, which
+        would drop the ``decompose_*`` methods)."""
+        sliced = super().apply_slice_to_batch_dim(batch_slice)
+        return type(self)(sliced.cache_dict, sliced.model, has_batch_dim=sliced.has_batch_dim)
+
     @property
     def _cfg(self):
         return self.model.cfg
@@ -110,9 +117,10 @@ class ActivationCache(_TLActivationCache):
         n_layers = self._cfg.n_layers
         if layers is None:
             return list(range(n_layers))
-        if isinstance(layers, int):
-            layers = [layers]
+        layers = [layers] if isinstance(layers, int) else list(layers)
         out = []
+        if not layers:
+            raise ValueError("layers is empty: select at least one layer (or None for all).")
         for layer in layers:
             index = int(layer)
             if not -n_layers <= index < n_layers:
@@ -174,15 +182,15 @@ class ActivationCache(_TLActivationCache):
         return 1.0 / (2 * self._cfg.n_layers + 1)
 
     def _head_weights(
-        self, layer: int, ln_mode: LnMode, like: Tensor, directions: Tensor | None = None
+        self, layer: int, ln_mode: LnMode, like: Tensor, right: Tensor | None = None
     ) -> Float[Tensor, "head d_head out"]:
-        """Per-head output matrices folded with gamma and P (and the directions, if given)."""
+        """Per-head output matrices folded with gamma and ``right`` ``[d_model, out]``: ``P``
+        (the default) or ``P @ directions.T``, computed once by the caller for all layers."""
         gamma, _, proj = self._ln_weights(like)
         W_O = self.model.blocks[layer].attn.W_O.detach().to(like)  # [head, d_head, d_model]
         if ln_mode == "center":
             W_O = W_O - W_O.mean(-1, keepdim=True)
-        right = proj if directions is None else proj @ directions.T  # [d_model, out]
-        return (W_O * gamma) @ right
+        return (W_O * gamma) @ (proj if right is None else right)
 
     def _head_constant(
         self, layer: int, frozen: _Frozen, ln_mode: LnMode, per: int
@@ -196,7 +204,8 @@ class ActivationCache(_TLActivationCache):
         return self._map_term(c, frozen, "split", self._split_share()) / per
 
     def _attention_rows(self, layer: int) -> tuple[Tensor, Tensor]:
-        """Class-token attention row ``[batch, head, pos]`` and values ``[batch, pos, head, d_head]``."""
+        """Class-token attention row ``[batch, head, pos]`` and values
+        ``[batch, pos, head, d_head]``."""
         pattern = self._get(f"blocks.{layer}.attn.hook_pattern")[:, :, 0, :]
         values = self._get(f"blocks.{layer}.attn.hook_v")
         return pattern, values
@@ -286,11 +295,17 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         per_layer = []
+        gamma, _, proj = self._ln_weights(frozen.z)
         for layer in self._layer_indices(layers):
             pattern, values = self._attention_rows(layer)
             z_cls = torch.einsum("bhp,bphe->bhe", pattern, values)  # [batch, head, d_head]
-            W = self._head_weights(layer, ln_mode, z_cls)  # [head, d_head, d_embed]
-            heads = torch.einsum("bhe,hed->bhd", z_cls, W) / frozen.sigma[:, None, None]
+            # Each head's output in the residual stream, then through the frozen LayerNorm and P:
+            # for batch x head rows this is cheaper than folding the head x d_head weight rows.
+            W_O = self.model.blocks[layer].attn.W_O.detach().to(z_cls)
+            c = torch.einsum("bhe,hed->bhd", z_cls, W_O)  # [batch, head, d_model]
+            if ln_mode == "center":
+                c = c - c.mean(-1, keepdim=True)
+            heads = (c * (gamma / frozen.sigma[:, None, None])) @ proj
             constant = self._head_constant(layer, frozen, ln_mode, per=self._cfg.n_heads)
             if constant is not None:
                 heads = heads + constant[:, None]
@@ -310,7 +325,8 @@ class ActivationCache(_TLActivationCache):
         ``b_O`` is already spread over the heads and tokens, so it is zero.
 
         Example:
-            >>> attn_l = cache.decompose_heads().sum(2) + cache.attention_bias_terms()  # doctest: +SKIP
+            >>> heads = cache.decompose_heads()  # doctest: +SKIP
+            >>> attn_l = heads.sum(2) + cache.attention_bias_terms()  # doctest: +SKIP
         """
         self._check_mode(ln_mode)
         frozen = self._frozen()
@@ -343,7 +359,7 @@ class ActivationCache(_TLActivationCache):
 
         Example:
             >>> tokens = cache.decompose_tokens(layers=range(-4, 0))  # doctest: +SKIP
-            >>> patch_scores = tokens[:, 1:] @ text_embedding  # [batch, n_patches]  # doctest: +SKIP
+            >>> patch_scores = tokens[:, 1:] @ text_embedding  # doctest: +SKIP
         """
         self._check_mode(ln_mode)
         frozen = self._frozen()
@@ -386,7 +402,7 @@ class ActivationCache(_TLActivationCache):
 
         Example:
             >>> texts = clip.encode(["a dog", "a cat"])  # doctest: +SKIP
-            >>> scores = cache.decompose_heads_tokens(directions=texts, layers=[-1])  # doctest: +SKIP
+            >>> scores = cache.decompose_heads_tokens(texts, layers=[-1])  # doctest: +SKIP
         """
         self._check_mode(ln_mode)
         frozen = self._frozen()
@@ -396,11 +412,19 @@ class ActivationCache(_TLActivationCache):
         batch = frozen.z.shape[0]
         width = cfg.d_embed if directions is None else directions.shape[0]
         out = frozen.z.new_empty(batch, len(layer_ids), cfg.n_heads, cfg.n_pos, width)
+        right = None if directions is None else self._ln_weights(frozen.z)[2] @ directions.T
         for slot, layer in enumerate(layer_ids):
             pattern, values = self._attention_rows(layer)
-            W = self._head_weights(layer, ln_mode, values, directions)  # [head, d_head, width]
-            weighted = values * (pattern.transpose(1, 2)[..., None] / frozen.sigma[:, None, None, None])
-            out[:, slot] = weighted.permute(0, 2, 1, 3) @ W  # [batch, head, pos, width]
+            W = self._head_weights(layer, ln_mode, values, right)  # [head, d_head, width]
+            weighted = values * (
+                pattern.transpose(1, 2)[..., None] / frozen.sigma[:, None, None, None]
+            )
+            weighted = weighted.permute(0, 2, 1, 3)  # [batch, head, pos, d_head]
+            if weighted.requires_grad and torch.is_grad_enabled():
+                out[:, slot] = weighted @ W  # differentiable (out= variants are not)
+            else:
+                for b in range(batch):  # out[b, slot] is contiguous: no temporary, no copy
+                    torch.bmm(weighted[b], W, out=out[b, slot])
             constant = self._head_constant(layer, frozen, ln_mode, per=cfg.n_heads * cfg.n_pos)
             if constant is not None:
                 if directions is not None:

@@ -313,7 +313,9 @@ class HookedViT(HookedRootModule):
                 kept = tensor[:, :, :1]
             else:
                 kept = tensor[:, :1]
-            store[hook.name] = kept.detach().to(device or kept.device)
+            # A copy, not a view: a slice (and hook_v, a view of the fused qkv) would keep the
+            # whole activation's storage alive.
+            store[hook.name] = kept.detach().to(device or kept.device, copy=True)
 
         fwd_hooks = [(name, save) for name in self.decomposition_hooks()]
         with torch.no_grad():

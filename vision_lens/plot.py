@@ -283,3 +283,96 @@ def line_chart(
         fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers", name=name))
     fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title)
     return fig
+
+
+def _colormap(name: str = "Jet") -> np.ndarray:
+    """A ``uint8 [256, 3]`` lookup table of a plotly colour scale."""
+    from plotly.colors import sample_colorscale
+
+    colors = sample_colorscale(name, list(np.linspace(0, 1, 256)), colortype="rgb")
+    return np.array(
+        [[float(v) for v in c[c.index("(") + 1 : -1].split(",")] for c in colors]
+    ).astype(np.uint8)
+
+
+def _overlay(pixels: np.ndarray, values: np.ndarray, alpha: float, cmap: np.ndarray) -> np.ndarray:
+    """Blend ``values`` in ``[0, 1]`` (``[H, W]``), colour-mapped, over an RGB image."""
+    index = np.clip(np.nan_to_num(values) * 255, 0, 255).astype(np.int64)
+    blended = (1 - alpha) * pixels.astype(np.float32) + alpha * cmap[index].astype(np.float32)
+    return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale an RGB array so that its longer side is at most ``max_side``."""
+    from PIL import Image
+
+    h, w = pixels.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
+
+
+def segmentation_examples(
+    images: Any,
+    masks: Any,
+    heatmaps: Mapping[str, Any],
+    texts: Sequence[str] | None = None,
+    alpha: float = 0.6,
+    title: str | None = None,
+    max_side: int = 128,
+) -> go.Figure:
+    """Rows of examples: the image, its ground-truth mask, then each method's heatmap.
+
+    Every panel is a small embedded PNG (not a numeric heatmap trace, and downscaled to at most
+    ``max_side`` pixels), so figures stay small.
+    Heatmaps are shown as the protocol sees them: clipped at 0 and min-max normalised per image.
+
+    Args:
+        images: ``n`` images (uint8 ``[n, H, W, 3]``, a list of PIL images or CHW tensors).
+        masks: ``[n, H, W]`` ground-truth masks at the images' resolution.
+        heatmaps: Method name -> ``[n, H, W]`` heatmaps at the images' resolution.
+        texts: Row labels (e.g. each image's class text).
+        alpha: Heatmap opacity over the image.
+        title: Figure title.
+        max_side: Panels larger than this are downscaled (bilinear) to it.
+
+    Example:
+        >>> fig = segmentation_examples(np.zeros((2, 8, 8, 3), np.uint8), np.ones((2, 8, 8)),
+        ...                             {"ours": np.random.rand(2, 8, 8)}, ["a", "b"])
+        >>> len(fig.data)  # per row: image, mask, one heatmap
+        6
+    """
+    masks = _numpy(masks).astype(bool)
+    n = len(masks)
+    maps = {name: _numpy(h).astype(np.float32) for name, h in heatmaps.items()}
+    for name, h in maps.items():
+        if h.shape != masks.shape:
+            raise ValueError(f"heatmaps[{name!r}] is {h.shape} but masks are {masks.shape}.")
+    if len(images) != n or (texts is not None and len(texts) != n):
+        raise ValueError(f"{len(images)} images, {n} masks and texts must match in number.")
+    cmap = _colormap()
+    fig = make_subplots(
+        rows=n,
+        cols=2 + len(maps),
+        column_titles=["image", "ground truth", *maps],
+        row_titles=list(texts) if texts is not None else None,
+        horizontal_spacing=0.01,
+        vertical_spacing=0.01,
+    )
+    for row in range(n):
+        pixels = _image_array(images[row])
+        gray = np.repeat(pixels.mean(-1, keepdims=True), 3, -1).astype(np.uint8)
+        panels = [pixels, _overlay(gray, masks[row].astype(np.float32), 0.5, cmap)]
+        for h in maps.values():
+            values = np.clip(h[row], 0, None)
+            span = values.max() - values.min()
+            values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+            panels.append(_overlay(gray, values, alpha, cmap))
+        for col, panel in enumerate(panels, start=1):
+            fig.add_trace(_image_trace(_shrink(panel, max_side)), row=row + 1, col=col)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=150 * n + 80, width=150 * (2 + len(maps)) + 60)
+    return fig
