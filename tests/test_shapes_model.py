@@ -1,0 +1,190 @@
+"""Tests for the shipped shapes-world CLIP and its training code (fast, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from vision_lens.shapes import generate, sample_captions
+from vision_lens.shapes.evaluate import encode_images, ensemble_texts, zero_shot_accuracy
+from vision_lens.shapes.pretrained import (
+    SHAPES_MODEL_NAME,
+    load_shapes_open_clip,
+    register_shapes_config,
+    shapes_config_path,
+    shapes_tokenizer,
+    shapes_weights_path,
+)
+from vision_lens.shapes.train import (
+    CaptionTokenizer,
+    TrainConfig,
+    build_model,
+    encode_text_trimmed,
+    images_to_tensor,
+    multi_positive_clip_loss,
+    shapes_clip_config,
+    train_shapes_clip,
+    true_captions,
+)
+
+MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
+
+needs_weights = pytest.mark.skipif(
+    not shapes_weights_path().is_file(),
+    reason="shipped weights missing: train with scripts/train_shapes_clip.py",
+)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    torch.manual_seed(0)
+    model, preprocess = load_shapes_open_clip()
+    return model, preprocess, shapes_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return generate(300, seed=10_000, n_objects=1)
+
+
+@needs_weights
+def test_shipped_config_is_a_multi_head_multi_layer_vit():
+    cfg = json.loads(shapes_config_path().read_text())
+    vision = cfg["vision_cfg"]
+    assert shapes_config_path().stem == SHAPES_MODEL_NAME
+    assert vision["layers"] >= 4
+    assert vision["width"] // vision["head_width"] >= 4
+    assert vision["image_size"] == 64
+    assert register_shapes_config() == SHAPES_MODEL_NAME
+    assert register_shapes_config() == SHAPES_MODEL_NAME  # idempotent
+    assert SHAPES_MODEL_NAME in open_clip.list_models()
+
+
+@needs_weights
+def test_weights_file_is_small():
+    assert shapes_weights_path().is_file()
+    assert shapes_weights_path().stat().st_size <= MAX_WEIGHTS_BYTES
+
+
+@needs_weights
+def test_hooked_vit_matches_open_clip(shipped, heldout):
+    import vision_lens
+
+    model = shipped[0]
+    register_shapes_config()
+    hooked = vision_lens.HookedViT.from_open_clip(
+        SHAPES_MODEL_NAME, pretrained=str(shapes_weights_path())
+    )
+    x = images_to_tensor(heldout.images[:16])
+    with torch.no_grad():
+        expected = model.encode_image(x)
+        got = hooked(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_weights
+def test_preprocess_equals_images_to_tensor(shipped, heldout):
+    preprocess = shipped[1]
+    for i in range(3):
+        expected = images_to_tensor(heldout.images[i : i + 1])[0]
+        got = preprocess(Image.fromarray(heldout.images[i]))
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+@needs_weights
+@pytest.mark.parametrize("attribute", ["color", "shape", "position"])
+def test_zero_shot_accuracy_on_heldout_scenes(shipped, heldout, attribute):
+    model, _, tokenizer = shipped
+    feats = encode_images(model, heldout.images)
+    res = zero_shot_accuracy(model, tokenizer, heldout, attribute, image_features=feats)
+    assert res["accuracy"] >= 0.8, res["most_confused"]
+    ens = zero_shot_accuracy(
+        model,
+        tokenizer,
+        heldout,
+        attribute,
+        class_texts=ensemble_texts(attribute, "grammar"),
+        image_features=feats,
+    )
+    assert ens["accuracy"] >= 0.85
+
+
+def test_images_to_tensor_shape_and_values():
+    img = np.full((2, 64, 64, 3), 255, dtype=np.uint8)
+    x = images_to_tensor(img)
+    assert x.shape == (2, 3, 64, 64) and x.dtype == torch.float32
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])
+    torch.testing.assert_close(x[0, :, 0, 0], (1 - mean) / std)
+
+
+def test_true_captions_cover_generator_captions():
+    ds = generate(60, seed=5)
+    for seed in range(3):
+        for i, cap in enumerate(sample_captions(ds, seed=seed)):
+            assert cap in true_captions(ds.attributes[i], ds.backgrounds[i])
+
+
+def test_multi_positive_loss_reduces_to_clip_loss():
+    torch.manual_seed(0)
+    img, txt = torch.randn(6, 8), torch.randn(6, 8)
+    scale = torch.tensor(math.log(10.0))
+    ours = multi_positive_clip_loss(img, txt, torch.eye(6, dtype=torch.bool), scale)
+    reference = open_clip.ClipLoss()(
+        torch.nn.functional.normalize(img, dim=-1),
+        torch.nn.functional.normalize(txt, dim=-1),
+        scale.exp(),
+    )
+    torch.testing.assert_close(ours, reference)
+
+
+def _tiny_config(**kw) -> TrainConfig:
+    model_cfg = shapes_clip_config(
+        embed_dim=16,
+        vision_cfg=dict(width=32, head_width=16, layers=2),
+        text_cfg=dict(width=32, heads=2, layers=1, context_length=64),
+    )
+    defaults = dict(
+        steps=3,
+        batch_size=8,
+        n_images=20,
+        n_val=20,
+        warmup=1,
+        eval_every=0,
+        threads=1,
+        max_minutes=None,
+        model_name="vl-shapes-test-tiny",
+        model_cfg=model_cfg,
+    )
+    return TrainConfig(**{**defaults, **kw})
+
+
+def test_encode_text_trimmed_matches_encode_text():
+    model = build_model(_tiny_config()).eval()
+    tok = CaptionTokenizer("ViT-B-32", 64)
+    texts = ["a red object", "two objects: a red circle in the top and a blue square", "a ring"]
+    tokens = tok(texts)
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_trimmed(model, tokens), model.encode_text(tokens))
+
+
+def test_training_smoke(tmp_path):
+    cfg = _tiny_config()
+    initial = build_model(cfg).state_dict()
+    res = train_shapes_clip(cfg, out=tmp_path, progress=False, log=None)
+    assert res.steps_done == 3 and len(res.losses) == 3
+    assert all(math.isfinite(v) for v in res.losses)
+    trained = res.model.state_dict()
+    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    assert "visual.conv1.weight" in changed and "text_projection" in changed
+    # The saved config + float16 weights load back through open_clip's own path.
+    assert res.config_path.name == "vl-shapes-test-tiny.json"
+    loaded = open_clip.create_model("vl-shapes-test-tiny", pretrained=str(res.weights_path))
+    w = loaded.state_dict()["visual.conv1.weight"]
+    torch.testing.assert_close(w, trained["visual.conv1.weight"].half().float())
