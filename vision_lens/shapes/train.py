@@ -387,7 +387,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`train_shapes_clip` (defaults: the shipped model's run)."""
+    """Hyper-parameters of :func:`train_shapes_clip` (defaults: the intended full run)."""
 
     seed: int = 0
     steps: int = 800
@@ -446,10 +446,11 @@ def build_model(cfg: TrainConfig, config_dir: str | Path | None = None) -> torch
 def init_sincos_pos_embed(visual: torch.nn.Module) -> None:
     """Initialises a learnable ViT position embedding with 2D sin-cos values (class token: 0).
 
-    With open_clip's default initialisation (Gaussian, std ``width ** -0.5``) the tower learns
-    *where* an object is very slowly (a supervised 3x3-position probe was still near chance
-    after 120 steps); started from sin-cos it learns it within ~100 steps. The embedding stays
-    an ordinary learnable parameter, so the architecture is open_clip's default.
+    With open_clip's default initialisation (Gaussian, std ``width ** -0.5``) a supervised
+    3x3-position probe on this tower was still near chance after 120 steps (batch 128, lr 1e-3);
+    started from sin-cos it reached 90% in the same 120 steps. (In the contrastive run the gain
+    was smaller: position was still near chance after 400 steps.) The embedding stays an
+    ordinary learnable parameter, so the architecture is open_clip's default.
     """
     from open_clip.pos_embed import get_2d_sincos_pos_embed
 
