@@ -24,7 +24,16 @@ from vision_lens.analysis.ablation import (
     textspan_replacement_accuracy,
     zero_shot_accuracy,
 )
+from vision_lens.analysis.baselines import (
+    attention_rollout,
+    chefer_relevance,
+    gradcam,
+    raw_attention,
+)
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
+from vision_lens.analysis.seg_eval import evaluate_segmentation, run_eval_seg
+from vision_lens.analysis.seg_metrics import SegmentationMetrics, binarize, normalize_heatmaps
+from vision_lens.analysis.segmentation import segment, segment_heads, upsample_heatmaps
 from vision_lens.analysis.spurious import (
     LOCATION_KEYWORDS,
     GroupAccuracy,
@@ -42,6 +51,18 @@ from vision_lens.analysis.textspan import (
 )
 
 __all__ = [
+    "SegmentationMetrics",
+    "attention_rollout",
+    "binarize",
+    "chefer_relevance",
+    "evaluate_segmentation",
+    "gradcam",
+    "normalize_heatmaps",
+    "raw_attention",
+    "run_eval_seg",
+    "segment",
+    "segment_heads",
+    "upsample_heatmaps",
     "LOCATION_KEYWORDS",
     "Components",
     "GroupAccuracy",
