@@ -302,18 +302,11 @@ def write_report(
     Example:
         >>> write_report("report.html")  # the shipped shapes model  # doctest: +SKIP
     """
-    from vision_lens.loading.clip import load_clip
+    from vision_lens.loading.clip import load_clip_or_shapes
 
     if images is not None:  # fail on a bad folder before loading any model
         user_images = load_image_folder(images, max_images)
-    if model_name is None:
-        from vision_lens.shapes.load import load_shapes_clip
-
-        if pretrained is not None:
-            raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
-        model, clip = load_shapes_clip(device=device)
-    else:
-        model, clip = load_clip(model_name, pretrained, device=device)
+    model, clip = load_clip_or_shapes(model_name, pretrained, device=device)
     if images is None:
         inputs = shapes_inputs(model)
     else:

@@ -643,18 +643,11 @@ def run_eval_seg(
     Example:
         >>> result, paths = run_eval_seg("docs/results")  # shapes model  # doctest: +SKIP
     """
-    from vision_lens.loading.clip import load_clip
+    from vision_lens.loading.clip import load_clip_or_shapes
 
     if imagenet_seg is not None and not Path(imagenet_seg).is_file():
         raise FileNotFoundError(f"ImageNet-segmentation file {str(imagenet_seg)!r} not found.")
-    if model_name is None:
-        from vision_lens.shapes.load import load_shapes_clip
-
-        if pretrained is not None:
-            raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
-        model, clip = load_shapes_clip(device=device)
-    else:
-        model, clip = load_clip(model_name, pretrained, device=device)
+    model, clip = load_clip_or_shapes(model_name, pretrained, device=device)
     if imagenet_seg is None:
         n_scenes = 500 if n is None else n
         data = shapes_data(model, clip, n=n_scenes, seed=seed, batch_size=batch_size)

@@ -65,3 +65,31 @@ def load_clip(
         source.to(device=device, dtype=dtype)
     clip = CLIPText.from_open_clip_model(source, open_clip.get_tokenizer(model_name))
     return model, clip.eval()
+
+
+def load_clip_or_shapes(
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> tuple[HookedViT, CLIPText]:
+    """:func:`load_clip` for ``model_name``, or the shipped shapes-world CLIP when it is ``None``
+    (the default model of the ``vision-lens`` commands).
+
+    Raises:
+        ValueError: ``pretrained`` given without ``model_name`` (the shapes model has its own
+            weights).
+
+    Example:
+        >>> load_clip_or_shapes(pretrained="laion2b_s34b_b88k")
+        Traceback (most recent call last):
+        ...
+        ValueError: --pretrained needs --model (the shapes model has its own weights).
+    """
+    if model_name is not None:
+        return load_clip(model_name, pretrained, device=device)
+    if pretrained is not None:
+        raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
+    from vision_lens.shapes.load import load_shapes_clip
+
+    return load_shapes_clip(device=device)
