@@ -1,93 +1,933 @@
 """Write the notebooks in notebooks/ from the cell sources below (outputs stripped).
 
-Keeping notebook sources in a script makes them reviewable and regenerable:
-    python scripts/make_notebooks.py
+Keeping notebook sources in a script makes them reviewable and regenerable, and keeps outputs
+and execution counts out of git:
+
+    python scripts/make_notebooks.py          # (re)write notebooks/*.ipynb
+    python scripts/make_notebooks.py --check  # exit 1 if a notebook differs from its source here
+
+Edit the cells here, never the .ipynb files (tests/test_notebooks.py checks that they match, and
+executes every notebook). Cell sources are dedented; a line that should start a cell with blank
+lines cannot (they are stripped), which notebooks never need.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import textwrap
 from pathlib import Path
 
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def md(source: str) -> tuple[str, str]:
+    """A markdown cell (the source is dedented and stripped)."""
+    return ("markdown", textwrap.dedent(source).strip())
+
+
+def code(source: str) -> tuple[str, str]:
+    """A code cell (the source is dedented and stripped)."""
+    return ("code", textwrap.dedent(source).strip())
+
+
+def real_clip(extra: str = "") -> tuple[str, str]:
+    """The markdown cell every notebook has: how to run it on a real open_clip checkpoint."""
+    text = textwrap.dedent(
+        """
+        ## Using a real CLIP instead
+
+        The shapes model loads through the same open_clip path as any checkpoint, so every call
+        below works unchanged on a real CLIP; only the loader and the images change:
+
+        ```python
+        model, clip = vl.load_clip("ViT-B-32", "openai")  # downloaded on first use
+        model, clip = vl.load_clip("ViT-B-16", "/path/to/checkpoint.safetensors")  # local file
+        ```
+
+        `model.preprocess` is then that checkpoint's image transform; make a batch from your own
+        PIL images with `torch.stack([model.preprocess(im) for im in pil_images])`. A real ViT
+        is much bigger than the shapes model: use fewer images per call on a CPU, or
+        `device="cuda"`.
+        """
+    ).strip()
+    return ("markdown", text + ("\n\n" + textwrap.dedent(extra).strip() if extra else ""))
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    # ---------------------------------------------------------------------------- 01 quickstart
     "01_quickstart.ipynb": [
-        (
-            "markdown",
-            "# vision_lens quickstart\n\n"
-            "Load an OpenCLIP ViT into a `HookedViT`, look at its hook points, cache a forward "
-            "pass and decompose the image embedding into exact direct effects.\n\n"
-            "This notebook uses random weights so it runs anywhere offline. With internet (or a "
-            'local checkpoint), pass `pretrained="laion2b_s34b_b88k"` or a file path.',
+        md(
+            """
+            # vision_lens quickstart
+
+            Load a CLIP image tower into a `HookedViT`, look at its hook points, cache a forward
+            pass and decompose the image embedding into the exact direct effects of layers,
+            heads and image patches.
+
+            The model is the small CLIP shipped with vision_lens, trained on the procedural
+            *shapes world*: coloured, textured shapes on simple backgrounds, generated with exact
+            ground truth (attributes and pixel masks). It loads offline in a second, so this
+            notebook runs anywhere.
+            """
         ),
-        (
-            "code",
-            "import torch\n"
-            "import vision_lens as vl\n\n"
-            'model = vl.HookedViT.from_open_clip("ViT-B-32", pretrained=None)  # random weights\n'
-            "model.cfg",
+        real_clip(),
+        code(
+            """
+            import torch
+
+            import vision_lens as vl
+
+            torch.set_grad_enabled(False)  # inference only
+            model, clip = vl.load_shapes_clip()  # HookedViT (image tower), CLIPText (text tower)
+            model.cfg
+            """
         ),
-        ("code", 'model.hook_names("blocks.0.")'),
-        (
-            "code",
-            "images = torch.randn(2, 3, *model.cfg.image_size)\n"
-            "embed, cache = model.run_with_cache(images)\n"
-            'result = cache["blocks.10.attn.hook_result"]  # [batch, pos, head, d_model]\n'
-            'embed.shape, result.shape, cache["pattern", -1].shape',
+        code(
+            """
+            scenes = vl.shapes.generate(8, seed=0, n_objects=1)  # images + exact ground truth
+            print(scenes.attributes[0])
+            scenes.grid(ncols=8, scale=2)
+            """
         ),
-        (
-            "markdown",
-            "## Exact decomposition\n\nThe layer terms sum to the embedding; heads and tokens "
-            "split the attention terms further.",
+        md(
+            """
+            ## Zero-shot classification
+
+            `model(images)` is open_clip's `encode_image`, `clip.encode(texts)` its
+            `encode_text`; `clip.classify` turns them into CLIP's logits.
+            """
         ),
-        (
-            "code",
-            "terms, labels = cache.decompose_layers()\n"
-            "print(labels[:5], '...')\n"
-            "print('max |sum - embed| =', (terms.sum(0) - embed).abs().max().item())\n"
-            "heads = cache.decompose_heads()          # [batch, layer, head, d_embed]\n"
-            "tokens = cache.decompose_tokens()        # [batch, pos, d_embed]\n"
-            "heads.norm(dim=-1)[0]                    # direct-effect size of each head",
+        code(
+            """
+            images = torch.stack([model.preprocess(scenes.to_pil(i)) for i in range(len(scenes))])
+            prompts = vl.shapes.prompts("shape")  # "a circle", "a square", ...
+            class_weights = clip.encode(prompts)  # [n_classes, d_embed], unit norm
+            logits = clip.classify(model(images), class_weights)  # [n_images, n_classes]
+            truth = vl.shapes.labels(scenes, "shape")
+            for i, predicted in enumerate(logits.argmax(-1).tolist()):
+                print(f"image {i}: {prompts[truth[i]]!r:>14} -> predicted {prompts[predicted]!r}")
+            """
         ),
-        (
-            "code",
-            "# Only the decomposition? Cache only what it reads.\n"
-            "embed, lean = model.run_with_decomposition_cache(images)\n"
-            "directions = torch.randn(5, model.cfg.d_embed)\n"
-            "lean.decompose_heads_tokens(directions=directions, layers=[-1]).shape",
+        md(
+            """
+            ## Hook points
+
+            Every intermediate activation is a named TransformerLens hook point. Attention has
+            `hook_q/k/v`, `hook_attn_scores`, `hook_pattern`, `hook_z` and the per-head output
+            `hook_result`; blocks have `hook_resid_pre/mid/post`, `hook_attn_out`,
+            `hook_mlp_out`.
+            """
+        ),
+        code('model.hook_names("blocks.0.")'),
+        code(
+            """
+            embed, cache = model.run_with_cache(images)
+            last = model.cfg.n_layers - 1
+            result = cache[f"blocks.{last}.attn.hook_result"]  # [batch, pos, head, d_model]
+            embed.shape, result.shape, cache["pattern", -1].shape  # TransformerLens shorthands
+            """
+        ),
+        code(
+            """
+            # where the class token of the last layer looks, head 0, image 0
+            vl.plot.attention_pattern(cache, layer=-1, head=0, image=scenes.images[0])
+            """
+        ),
+        md(
+            """
+            ## Exact decomposition
+
+            The image embedding is a sum of direct effects: the layer terms (`embed`, each
+            attention layer, each MLP, the final bias) add up to it exactly. Attention terms
+            split further into heads and into source tokens.
+            """
+        ),
+        code(
+            """
+            terms, labels = cache.decompose_layers()  # [component, batch, d_embed]
+            print(labels)
+            print("max |sum of terms - embed| =", (terms.sum(0) - embed).abs().max().item())
+            vl.plot.layer_contributions(terms, labels, embed, title="Direct effects by component")
+            """
+        ),
+        code(
+            """
+            heads = cache.decompose_heads()  # [batch, layer, head, d_embed]
+            vl.plot.head_grid(heads.norm(dim=-1).mean(0), title="Mean direct-effect norm per head")
+            """
+        ),
+        code(
+            """
+            tokens = cache.decompose_tokens()  # [batch, pos, d_embed], pos 0 = the class token
+            text = class_weights[truth[0]]  # the true class of image 0
+            scores = tokens[0, 1:] @ text  # one score per patch
+            vl.plot.token_heatmap(
+                scenes.images[0],
+                scores.reshape(model.cfg.grid_size),
+                title=f"Patch contributions toward {prompts[truth[0]]!r}",
+            )
+            """
+        ),
+        code(
+            """
+            # Only the decomposition? Cache only what it reads (class-token rows and values).
+            embed, lean = model.run_with_decomposition_cache(images)
+            lean.decompose_heads_tokens(directions=class_weights, layers=[-1]).shape
+            """
+        ),
+        md(
+            """
+            Next: `02_textspan` (what each head writes), `03_segmentation` (heatmaps from the
+            token decomposition) and `04_circuits` (ablation and activation patching with
+            hooks).
+            """
+        ),
+    ],
+    # ---------------------------------------------------------------------------- 02 TextSpan
+    "02_textspan.ipynb": [
+        md(
+            """
+            # TextSpan: what each attention head writes
+
+            TextSpan (Gandelsman et al. 2024, §4.1) describes an attention head by a few texts:
+            from a pool of descriptions it greedily picks the text directions that explain the
+            most variance of the head's direct effect on the image embedding. On the shapes-world
+            CLIP the ground truth is known, so the descriptions can be tested: mean-ablate the
+            heads whose texts are about colour and compare colour with shape classification, and
+            retrieve images through one head.
+
+            Whether clear roles appear depends on the weights; the code runs the same either way.
+            """
+        ),
+        real_clip(
+            """
+            On a real CLIP use the general pool, `vl.text_pool("general")`, a few thousand
+            images, and the last layers as in the paper (`layers=range(-4, 0)`, `m=60`,
+            `rank=80`). Pick the heads of a role with keywords that fit the data, e.g. colour
+            names or `vl.analysis.LOCATION_KEYWORDS`.
+            """
+        ),
+        code(
+            """
+            import torch
+
+            import vision_lens as vl
+            from vision_lens import shapes
+            from vision_lens.analysis import head_label
+
+            model, clip = vl.load_shapes_clip()
+            n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+
+
+            def preprocess(scenes):
+                return torch.stack([model.preprocess(scenes.to_pil(i)) for i in range(len(scenes))])
+            """
+        ),
+        md(
+            """
+            ## TextSpan on every head
+
+            Scenes with one to four objects, and the `shapes` text pool (descriptions of colours,
+            shapes, positions, sizes, textures, backgrounds and counts). `textspan_model` runs
+            the model, keeps each head's direct effects, encodes the pool and runs TextSpan.
+            """
+        ),
+        code(
+            """
+            scenes = shapes.generate(160, seed=0, n_objects=(1, 4))
+            pool = vl.text_pool("shapes")
+            print(len(pool), "texts, e.g.", pool[:4])
+            result = vl.textspan_model(
+                model, clip, preprocess(scenes), pool, m=10, rank=64, progress=False
+            )
+            print(f"{result.n_heads} heads, {result.m} texts each")
+            """
+        ),
+        md(
+            """
+            Per head, the texts in the order TextSpan chose them, with the variance explained so
+            far (here the last two layers; `heads=` picks any):
+            """
+        ),
+        code(
+            """
+            late_heads = [lh for lh in result.heads if lh[0] >= n_layers - 2]
+            vl.plot.textspan_table(result, heads=late_heads, top=5)
+            """
+        ),
+        code(
+            """
+            explained = result.explained_fraction[:, -1].reshape(n_layers, n_heads)
+            vl.plot.head_grid(
+                explained, labels=result, top=5, title="Variance explained by the texts (hover)"
+            )
+            """
+        ),
+        md(
+            """
+            ## Heads about colour, heads about shape
+
+            `heads_by_keywords` keeps the heads with at least `min_matches` of their first `top`
+            texts mentioning a keyword. A text such as "a red circle" names both attributes, so
+            heads selected by both keyword lists are left out of both.
+            """
+        ),
+        code(
+            """
+            colour = vl.heads_by_keywords(result, shapes.COLORS, top=5, min_matches=3)
+            shape = vl.heads_by_keywords(result, shapes.SHAPES, top=5, min_matches=3)
+            both = set(colour.heads) & set(shape.heads)
+            colour_heads = [lh for lh in colour.heads if lh not in both]
+            shape_heads = [lh for lh in shape.heads if lh not in both]
+            print("colour heads:", [head_label(*lh) for lh in colour_heads])
+            print("shape heads: ", [head_label(*lh) for lh in shape_heads])
+            for lh in colour_heads[:3]:
+                print(head_label(*lh), result.texts_for(*lh, top=5))
+            """
+        ),
+        md(
+            """
+            ## Ablation check
+
+            On held-out single-object scenes, mean-ablate the direct effects of a set of heads
+            and measure zero-shot accuracy on colour and on shape. `decompose_components` keeps
+            every head's direct effect from one forward pass, so each ablation is a sum, not a
+            new forward pass. Colour heads should hurt colour accuracy more than shape accuracy,
+            and more than as many random heads.
+            """
+        ),
+        code(
+            """
+            evaluation = shapes.generate(160, seed=1, n_objects=1)
+            components = vl.decompose_components(model, preprocess(evaluation), progress=False)
+            tasks = {
+                task: (
+                    clip.encode(shapes.prompts(task)),
+                    torch.as_tensor(shapes.labels(evaluation, task)),
+                )
+                for task in ("color", "shape")
+            }
+
+
+            def accuracies(heads):
+                return {
+                    task: vl.head_ablation_accuracy(components, heads, weights, labels)
+                    for task, (weights, labels) in tasks.items()
+                }
+
+
+            generator = torch.Generator().manual_seed(0)
+            draw = torch.randperm(len(components.heads), generator=generator)
+            random_heads = [components.heads[i] for i in draw[: max(1, len(colour_heads))]]
+            rows = {
+                "nothing": [],
+                f"{len(colour_heads)} colour heads": colour_heads,
+                f"{len(shape_heads)} shape heads": shape_heads,
+                f"{len(random_heads)} random heads": random_heads,
+            }
+            print(f"{'ablated':>16} | colour acc | shape acc")
+            for name, heads in rows.items():
+                acc = accuracies(heads)
+                print(f"{name:>16} | {acc['color']:10.1%} | {acc['shape']:9.1%}")
+            """
+        ),
+        md(
+            """
+            Every head on its own: the drop in colour accuracy minus the drop in shape accuracy
+            when that head alone is mean-ablated (hover for its texts).
+            """
+        ),
+        code(
+            """
+            base = accuracies([])
+            colour_vs_shape = torch.zeros(n_layers, n_heads)
+            for layer, head in components.heads:
+                acc = accuracies([(layer, head)])
+                drop = {task: base[task] - acc[task] for task in tasks}
+                colour_vs_shape[layer, head] = drop["color"] - drop["shape"]
+            vl.plot.head_grid(
+                colour_vs_shape,
+                labels=result,
+                top=5,
+                signed=True,
+                title="Colour minus shape accuracy drop when one head is ablated",
+            )
+            """
+        ),
+        md(
+            """
+            ## Retrieval through one head
+
+            `image_neighbors` ranks images by the inner product of one head's direct effects
+            (the paper's Figure 6): through a colour head the nearest images should share the
+            query's colour, through a shape head its shape. With no head selected above, the head
+            with the most colour (or shape) texts stands in.
+            """
+        ),
+        code(
+            """
+            def most_matches(found):
+                return max(result.heads, key=lambda lh: found.counts[head_label(*lh)])
+
+
+            colour_head = colour_heads[0] if colour_heads else most_matches(colour)
+            shape_head = shape_heads[0] if shape_heads else most_matches(shape)
+            outputs, _ = components.head_outputs([colour_head, shape_head])  # [2, images, d]
+            through = {
+                f"colour head {head_label(*colour_head)}": outputs[0],
+                f"shape head {head_label(*shape_head)}": outputs[1],
+                "whole embedding": components.total(),
+            }
+            for name, values in through.items():
+                found = vl.image_neighbors(values, k=5)  # every image as a query
+                same = {
+                    task: (labels[found.indices] == labels[:, None]).float().mean()
+                    for task, (_, labels) in tasks.items()
+                }
+                print(
+                    f"{name:>22}: 5 nearest share the colour {same['color']:.0%}, "
+                    f"the shape {same['shape']:.0%}"
+                )
+            """
+        ),
+        code(
+            """
+            def describe(i):
+                obj = evaluation.attributes[i][0]
+                return f"{obj['color']} {obj['shape']}"
+
+
+            query = 0
+            found = vl.image_neighbors(outputs, queries=[query], k=5)  # indices [2 heads, 1, 5]
+            index = [query, *found.indices[0, 0].tolist(), query, *found.indices[1, 0].tolist()]
+            scores = [None, *found.scores[0, 0].tolist(), None, *found.scores[1, 0].tolist()]
+            titles = [
+                f"query: {describe(i)}" if k % 6 == 0 else describe(i) for k, i in enumerate(index)
+            ]
+            vl.plot.retrieval_grid(
+                evaluation.images[index],
+                scores=scores,
+                titles=titles,
+                ncols=6,
+                title=f"Nearest images through {head_label(*colour_head)} (top) "
+                f"and {head_label(*shape_head)} (bottom)",
+            )
+            """
+        ),
+        md("Text to image: the images whose colour-head output points most toward a text."),
+        code(
+            """
+            text = "a red object"
+            found = vl.text_to_image(outputs[0], clip.encode([text]), k=6)
+            vl.plot.retrieval_grid(
+                evaluation.images[found.indices[0]],
+                scores=found.scores[0],
+                titles=[describe(i) for i in found.indices[0].tolist()],
+                ncols=6,
+                title=f"{text!r} through {head_label(*colour_head)}",
+            )
+            """
+        ),
+    ],
+    # ---------------------------------------------------------------------------- 03 segmentation
+    "03_segmentation.ipynb": [
+        md(
+            """
+            # Zero-shot segmentation from the token decomposition
+
+            Each image patch contributes a direct term to the image embedding
+            (`cache.decompose_tokens()`). Its inner product with a text embedding, minus the
+            mean over a set of reference texts, is a heatmap of where the image "is" that text
+            (Gandelsman et al. 2024, §5). The shapes world has exact object masks, so heatmaps
+            can be scored against ground truth with the protocol of Chefer et al. 2021, and
+            compared with a classic baseline.
+            """
+        ),
+        real_clip(
+            """
+            For the ImageNet-segmentation benchmark, `vl.datasets.ImagenetSegmentation(
+            "gtsegs_ijcv.mat", transform=model.preprocess)` yields image and mask pairs with the
+            same resize and crop, and the `vision-lens eval-seg` command runs the whole
+            evaluation.
+            """
+        ),
+        code(
+            """
+            import torch
+
+            import vision_lens as vl
+            from vision_lens import shapes
+            from vision_lens.analysis import SegmentationMetrics, attention_rollout, binarize
+
+            model, clip = vl.load_shapes_clip()
+            scenes = shapes.generate(96, seed=0, n_objects=1)
+            images = torch.stack([model.preprocess(scenes.to_pil(i)) for i in range(len(scenes))])
+            masks = torch.as_tensor(scenes.foreground)  # bool [N, H, W]: the object's pixels
+            texts = [
+                shapes.with_article(f"{a[0]['color']} {a[0]['shape']}") for a in scenes.attributes
+            ]
+            # the reference set: every colour-shape description (the paper: all class names)
+            descriptions = [
+                shapes.with_article(f"{c} {s}") for c in shapes.COLORS for s in shapes.SHAPES
+            ]
+            print(images.shape, masks.shape, texts[:4])
+            """
+        ),
+        md(
+            """
+            The scenes are already at the model's input size (64 pixels), so `model.preprocess`
+            does not move pixels and the masks line up with the images as they are.
+
+            ## Heatmaps
+
+            `vl.segment` with one text per image (its own description): `[N, n_text, H, W]`,
+            upsampled from the patch grid. With `upsample=False` it returns the patch grid
+            itself.
+            """
+        ),
+        code(
+            """
+            heat = vl.segment(
+                model, clip, images, [[t] for t in texts], reference_texts=descriptions
+            )
+            heat = heat[:, 0]  # [N, H, W]
+            grid = vl.segment(
+                model, clip, images[:1], [texts[0]], reference_texts=descriptions, upsample=False
+            )
+            print(heat.shape, grid.shape)
+            vl.plot.token_heatmap(scenes.images[0], grid[0, 0], title=f"{texts[0]!r}, per patch")
+            """
+        ),
+        md(
+            """
+            ## Binarisation and metrics
+
+            The protocol: clip each heatmap at 0, min-max normalise it, and call a pixel
+            foreground when it is above the heatmap's mean (`binarize`). `SegmentationMetrics`
+            accumulates pixel accuracy, mIoU (background and foreground IoU over the dataset)
+            and mAP (average precision of the soft heatmaps) over batches.
+            """
+        ),
+        code(
+            """
+            predicted = binarize(heat)  # bool [N, H, W]
+            overlap = (predicted & masks).flatten(1).sum(1) / (predicted | masks).flatten(1).sum(1)
+            print(
+                "foreground IoU of the first images:", [round(v, 2) for v in overlap[:6].tolist()]
+            )
+
+            rollout = attention_rollout(model, images)  # a text-free baseline, [N, H, W]
+            for name, heatmaps in {"decomposition": heat, "attention rollout": rollout}.items():
+                metrics = SegmentationMetrics()
+                metrics.update(heatmaps, masks)  # call once per batch on a real dataset
+                m = metrics.compute()
+                print(
+                    f"{name:>18}: pixel accuracy {m['pixel_accuracy']:.1%}, mIoU {m['miou']:.1%}, "
+                    f"mAP {m['map']:.1%}"
+                )
+            """
+        ),
+        code(
+            """
+            show = [0, 1, 2, 3]
+            vl.plot.segmentation_examples(
+                scenes.images[show],
+                masks[show],
+                {
+                    "decomposition": heat[show],
+                    "binarised": predicted[show].float(),
+                    "attention rollout": rollout[show],
+                },
+                texts=[texts[i] for i in show],
+            )
+            """
+        ),
+        md(
+            """
+            ## Several objects, several texts
+
+            One heatmap per text: in a scene with several objects each description should light
+            up its own object.
+            """
+        ),
+        code(
+            """
+            crowded = shapes.generate(1, seed=5, n_objects=3)
+            objects = [
+                shapes.with_article(f"{a['color']} {a['shape']}") for a in crowded.attributes[0]
+            ]
+            scores = vl.segment(
+                model,
+                clip,
+                [crowded.to_pil(0)],  # PIL images go through model.preprocess
+                objects,
+                reference_texts=descriptions,
+                upsample=False,
+            )  # [1, n_objects, rows, cols]
+            vl.plot.token_heatmap_grid([crowded.images[0]], scores, objects)
+            """
+        ),
+        md(
+            """
+            ## One head at a time
+
+            `segment_heads` keeps the patch terms per attention head (the joint head x token
+            decomposition): `[N, layer, head, n_text, H, W]`. Summed over all layers and heads
+            it is `segment`'s heatmap.
+            """
+        ),
+        code(
+            """
+            per_head = vl.segment_heads(
+                model, clip, images[:4], texts[:1], reference_texts=descriptions
+            )
+            full = vl.segment(model, clip, images[:4], texts[:1], reference_texts=descriptions)
+            print(per_head.shape, torch.allclose(per_head.sum((1, 2)), full, atol=1e-4))
+            """
+        ),
+        code(
+            """
+            layer = model.cfg.n_layers - 1
+            maps = vl.segment_heads(
+                model, clip, images[:1], texts[:1], reference_texts=descriptions, layers=[layer]
+            )[:, 0, :, 0]  # [1, head, H, W]
+            vl.plot.segmentation_examples(
+                scenes.images[:1],
+                masks[:1],
+                {f"L{layer}H{h}": maps[:, h] for h in range(maps.shape[1])},
+                texts=texts[:1],
+                title=f"The heads of layer {layer} on {texts[0]!r}",
+            )
+            """
+        ),
+        code(
+            """
+            head = 0
+            maps = vl.segment_heads(
+                model,
+                clip,
+                images[:4],
+                shapes.prompts("color")[:4],
+                layers=[layer],
+                heads=[head],
+            )[:, 0, 0]  # [4 images, 4 texts, H, W]
+            vl.plot.token_heatmap_grid(
+                list(scenes.images[:4]),
+                maps,
+                shapes.prompts("color")[:4],
+                title=f"L{layer}H{head} on four colour prompts",
+            )
+            """
+        ),
+    ],
+    # ---------------------------------------------------------------------------- 04 circuits
+    "04_circuits.ipynb": [
+        md(
+            """
+            # Circuits: ablation and activation patching with hooks
+
+            `model.run_with_hooks(images, fwd_hooks=[(name, fn)])` works as in TransformerLens:
+            `fn(activation, hook)` sees each activation and may return a replacement. Heads are
+            reached through `blocks.L.attn.hook_z` (`[batch, pos, head, d_head]`, the
+            pattern-weighted values) or `blocks.L.attn.hook_result` (`[batch, pos, head,
+            d_model]`, each head's output).
+
+            Speed: with nothing attached, attention runs as one fused kernel. Attaching a hook to
+            one of a layer's attention hook points switches that layer (only) to the explicit
+            computation, and the per-head `hook_result` tensor is built only when `hook_result`
+            itself is hooked, so `hook_z` is the cheaper handle on a head.
+
+            Effects are measured on zero-shot logits of the shapes classes.
+            """
+        ),
+        real_clip(
+            """
+            Class prompts then come from your labels, e.g. `clip.zero_shot_weights(classnames,
+            vl.imagenet_templates())`, and counterfactual pairs from your own edited images.
+            """
+        ),
+        code(
+            """
+            from functools import partial
+
+            import plotly.graph_objects as go
+            import torch
+
+            import vision_lens as vl
+            from vision_lens import shapes
+
+            torch.set_grad_enabled(False)
+            model, clip = vl.load_shapes_clip()
+            n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+
+
+            def preprocess(scenes):
+                return torch.stack([model.preprocess(scenes.to_pil(i)) for i in range(len(scenes))])
+
+
+            scenes = shapes.generate(96, seed=0, n_objects=1)
+            images = preprocess(scenes)
+            labels = torch.as_tensor(shapes.labels(scenes, "shape"))
+            class_weights = clip.encode(shapes.prompts("shape"))  # [8 classes, d_embed]
+
+
+            def metric(embed):
+                # mean log-probability of the true shape under CLIP's zero-shot softmax
+                logits = clip.classify(embed, class_weights)
+                return logits.log_softmax(-1).gather(1, labels[:, None]).mean().item()
+
+
+            clean = metric(model(images))
+            print(f"clean: mean log p(true shape) = {clean:.3f}")
+            """
+        ),
+        md(
+            """
+            ## Zero ablation of one head
+
+            Set a head's `z` to zero: its output vanishes (the layer's output bias `b_O` stays).
+            The same through `hook_result` gives the same embedding. A hook that only observes
+            changes nothing (the explicit path equals the fused one up to float rounding).
+            """
+        ),
+        code(
+            """
+            def zero_head(activation, hook, head):
+                activation[:, :, head] = 0.0  # hook_z and hook_result: [batch, pos, head, ...]
+                return activation
+
+
+            layer, head = n_layers - 1, 0
+            via_z = model.run_with_hooks(
+                images, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", partial(zero_head, head=head))]
+            )
+            via_result = model.run_with_hooks(
+                images,
+                fwd_hooks=[(f"blocks.{layer}.attn.hook_result", partial(zero_head, head=head))],
+            )
+            observed = model.run_with_hooks(
+                images, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", lambda z, hook: None)]
+            )
+            print("hook_z == hook_result ablation:", torch.allclose(via_z, via_result, atol=1e-5))
+            print("observing changes nothing:", torch.allclose(observed, model(images), atol=1e-5))
+            print(f"L{layer}H{head} zero-ablated: change in metric {metric(via_z) - clean:+.3f}")
+            """
+        ),
+        md(
+            """
+            ## Mean ablation of every head
+
+            Replace one head's `z` by its mean over the images (per position), for every head in
+            turn: a layer x head grid of *total* effects (through later layers too). The
+            decomposition gives each head's *direct* effect (its own term in the embedding,
+            mean-ablated, later layers untouched) for comparison.
+            """
+        ),
+        code(
+            """
+            _, cache = model.run_with_cache(
+                images, names_filter=lambda name: name.endswith("hook_z")
+            )
+
+
+            def mean_head(z, hook, head):
+                z[:, :, head] = cache[hook.name][:, :, head].mean(0)
+                return z
+
+
+            total = torch.zeros(n_layers, n_heads)
+            for layer in range(n_layers):
+                for head in range(n_heads):
+                    hook = (f"blocks.{layer}.attn.hook_z", partial(mean_head, head=head))
+                    total[layer, head] = (
+                        metric(model.run_with_hooks(images, fwd_hooks=[hook])) - clean
+                    )
+
+            components = vl.decompose_components(model, images, progress=False)
+            direct = torch.zeros(n_layers, n_heads)
+            for layer, head in components.heads:
+                ablated = vl.analysis.ablated_embedding(components, [(layer, head)])
+                direct[layer, head] = metric(ablated) - clean
+
+            vl.plot.head_grid(total, signed=True, title="Mean-ablating one head: change in log p")
+            """
+        ),
+        code(
+            """
+            names = [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
+            fig = go.Figure(
+                go.Scatter(x=direct.flatten(), y=total.flatten(), mode="markers", text=names)
+            )
+            fig.update_layout(
+                title="Direct vs total effect of mean-ablating each head",
+                xaxis_title="direct effect (decomposition)",
+                yaxis_title="total effect (run_with_hooks)",
+            )
+            fig
+            """
+        ),
+        md(
+            """
+            ## Activation patching
+
+            Counterfactual pairs: the same seed with the shape fixed to circle or to square
+            gives scenes that differ only in the shape (same colour, size, position, texture and
+            background). Cache each head's `z` on the circle scenes, then run the square scenes
+            with one head's `z` patched in from its circle twin. The change in the logit
+            difference `logit(circle) - logit(square)` is the share of the "circle" evidence
+            that this one head carries across.
+            """
+        ),
+        code(
+            """
+            circles = shapes.generate(32, seed=1, n_objects=1, shapes=["circle"])
+            squares = shapes.generate(32, seed=1, n_objects=1, shapes=["square"])
+            assert [a[0]["color"] for a in circles.attributes] == [
+                a[0]["color"] for a in squares.attributes
+            ]
+            source, target = preprocess(circles), preprocess(squares)
+            pair = class_weights[[shapes.SHAPES.index("circle"), shapes.SHAPES.index("square")]]
+
+
+            def logit_diff(embed):
+                logits = clip.classify(embed, pair)
+                return (logits[:, 0] - logits[:, 1]).mean().item()
+
+
+            _, source_cache = model.run_with_cache(
+                source, names_filter=lambda n: n.endswith("hook_z")
+            )
+            clean_diff, corrupt_diff = logit_diff(model(source)), logit_diff(model(target))
+            print(f"logit(circle) - logit(square): {clean_diff:.2f} on circles,", end=" ")
+            print(f"{corrupt_diff:.2f} on squares")
+
+
+            def patch_head(z, hook, head):
+                z[:, :, head] = source_cache[hook.name][:, :, head]
+                return z
+
+
+            patching = torch.zeros(n_layers, n_heads)
+            for layer in range(n_layers):
+                for head in range(n_heads):
+                    hook = (f"blocks.{layer}.attn.hook_z", partial(patch_head, head=head))
+                    patched = model.run_with_hooks(target, fwd_hooks=[hook])
+                    patching[layer, head] = logit_diff(patched) - corrupt_diff
+            vl.plot.head_grid(
+                patching, signed=True, title="Patching one head from circle into square scenes"
+            )
+            """
+        ),
+        md(
+            """
+            The same at the level of whole sublayers: patch the output of each attention layer
+            or MLP (`blocks.L.hook_attn_out`, `blocks.L.hook_mlp_out`) at every position.
+            """
+        ),
+        code(
+            """
+            def patch_output(activation, hook):
+                return source_cache_out[hook.name]
+
+
+            sublayers = [
+                f"blocks.{layer}.hook_{part}_out"
+                for layer in range(n_layers)
+                for part in ("attn", "mlp")
+            ]
+            _, source_cache_out = model.run_with_cache(source, names_filter=sublayers)
+            effect = {"attention": [], "MLP": []}
+            for layer in range(n_layers):
+                for part, key in (("attn", "attention"), ("mlp", "MLP")):
+                    name = f"blocks.{layer}.hook_{part}_out"
+                    patched = model.run_with_hooks(target, fwd_hooks=[(name, patch_output)])
+                    effect[key].append(logit_diff(patched) - corrupt_diff)
+            vl.plot.line_chart(
+                effect,
+                x=list(range(n_layers)),
+                title="Patching one sublayer's output from circle into square scenes",
+                xaxis_title="layer",
+                yaxis_title="change in logit(circle) - logit(square)",
+            )
+            """
         ),
     ],
 }
 
 
-def cell(kind: str, source: str) -> dict:
+def cell(kind: str, source: str, cell_id: str) -> dict:
+    """One nbformat 4.5 cell; code cells have no outputs and no execution count."""
     lines = source.splitlines(keepends=True)
     if kind == "markdown":
-        return {"cell_type": "markdown", "metadata": {}, "source": lines}
+        return {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": lines}
+    if kind != "code":
+        raise ValueError(f"unknown cell kind {kind!r}")
     return {
         "cell_type": "code",
         "execution_count": None,
+        "id": cell_id,
         "metadata": {},
         "outputs": [],
         "source": lines,
     }
 
 
-def main() -> None:
-    out_dir = Path(__file__).resolve().parent.parent / "notebooks"
-    out_dir.mkdir(exist_ok=True)
-    for name, cells in NOTEBOOKS.items():
-        notebook = {
-            "cells": [cell(kind, src) for kind, src in cells],
-            "metadata": {
-                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                "language_info": {"name": "python"},
-            },
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        }
-        (out_dir / name).write_text(json.dumps(notebook, indent=1) + "\n")
-        print("wrote", out_dir / name)
+def render(name: str) -> str:
+    """The exact text of notebook ``name`` (as written to notebooks/)."""
+    notebook = {
+        "cells": [
+            cell(kind, source, f"cell-{i:02d}") for i, (kind, source) in enumerate(NOTEBOOKS[name])
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    # nbformat's own layout, so saving an unchanged notebook from Jupyter changes nothing
+    return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def stale(out_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """Problems with the notebooks on disk: missing, different from :func:`render`, or not
+    generated here."""
+    problems = []
+    for name in NOTEBOOKS:
+        path = out_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.read_text(encoding="utf-8") != render(name):
+            problems.append(f"{name}: differs from scripts/make_notebooks.py (or has outputs)")
+    for path in sorted(out_dir.glob("*.ipynb")):
+        if path.name not in NOTEBOOKS:
+            problems.append(f"{path.name}: not generated by scripts/make_notebooks.py")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if any notebook differs from what this script writes",
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = stale()
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print("Run: python scripts/make_notebooks.py", file=sys.stderr)
+        return 1 if problems else 0
+    NOTEBOOK_DIR.mkdir(exist_ok=True)
+    for name in NOTEBOOKS:
+        (NOTEBOOK_DIR / name).write_text(render(name), encoding="utf-8")
+        print("wrote", NOTEBOOK_DIR / name)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

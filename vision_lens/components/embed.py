@@ -17,7 +17,7 @@ class Embed(nn.Module):
     position embeddings. The model adds the two, so that its top-level ``hook_embed`` and
     ``hook_pos_embed`` hook points (TransformerLens' names) see each separately.
 
-    Parameters:
+    Attributes:
         W_E: ``[d_model, 3, patch_h, patch_w]``, the patch projection in convolution layout.
         cls_token: ``[d_model]``, the learned class-token embedding.
         W_pos: ``[pos, d_model]``, learned position embeddings (class token first).
