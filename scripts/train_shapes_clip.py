@@ -39,7 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         help="keep open_clip's random position-embedding init (learns position much slower)",
     )
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16)")
+    p.add_argument(
+        "--fp32",
+        action="store_true",
+        help="no bfloat16 autocast (the default uses it; fast on CPUs with AVX512-BF16)",
+    )
+    p.add_argument(
+        "--warm-steps", type=int, default=d.warm_steps, help="supervised image-tower warm start"
+    )
+    p.add_argument(
+        "--aux-weight",
+        type=float,
+        default=d.aux_weight,
+        help="weight of the supervised attribute term during contrastive training (0: pure CLIP)",
+    )
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--model-name", default=SHAPES_MODEL_NAME)
     p.add_argument("--no-progress", action="store_true")
@@ -56,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         p_single=args.p_single,
         sincos_pos_init=not args.no_sincos_init,
         threads=args.threads,
-        bf16=args.bf16,
+        bf16=not args.fp32,
+        warm_steps=args.warm_steps,
+        aux_weight=args.aux_weight,
         max_minutes=args.minutes or None,
         eval_every=args.eval_every,
         model_name=args.model_name,

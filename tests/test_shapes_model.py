@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vision_lens.shapes import generate, sample_captions
+from vision_lens.shapes import BACKGROUNDS, POSITIONS, SHAPES, generate, sample_captions
 from vision_lens.shapes.evaluate import encode_images, ensemble_texts, zero_shot_accuracy
 from vision_lens.shapes.pretrained import (
     SHAPES_MODEL_NAME,
@@ -24,6 +24,8 @@ from vision_lens.shapes.pretrained import (
 from vision_lens.shapes.train import (
     CaptionTokenizer,
     TrainConfig,
+    TrainingScenes,
+    attribute_targets,
     build_model,
     encode_text_trimmed,
     images_to_tensor,
@@ -31,6 +33,7 @@ from vision_lens.shapes.train import (
     shapes_clip_config,
     train_shapes_clip,
     true_captions,
+    warm_start_image_tower,
 )
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
@@ -156,6 +159,7 @@ def _tiny_config(**kw) -> TrainConfig:
         n_images=20,
         n_val=20,
         warmup=1,
+        warm_steps=2,
         eval_every=0,
         threads=1,
         max_minutes=None,
@@ -188,3 +192,43 @@ def test_training_smoke(tmp_path):
     loaded = open_clip.create_model("vl-shapes-test-tiny", pretrained=str(res.weights_path))
     w = loaded.state_dict()["visual.conv1.weight"]
     torch.testing.assert_close(w, trained["visual.conv1.weight"].half().float())
+
+
+def test_attribute_targets_label_single_objects_and_ignore_multi():
+    ds = generate(12, seed=3, n_objects=(1, 2))
+    t = attribute_targets(ds, range(12))
+    assert {len(a) for a in ds.attributes} == {1, 2}  # both branches below are exercised
+    for i, attrs in enumerate(ds.attributes):
+        assert t["count"][i] == len(attrs) - 1
+        assert t["background"][i] == BACKGROUNDS.index(ds.backgrounds[i])
+        if len(attrs) == 1:
+            assert t["shape"][i] == SHAPES.index(attrs[0]["shape"])
+            assert t["position"][i] == POSITIONS.index(attrs[0]["position"])
+        else:
+            assert t["shape"][i] == t["position"][i] == -100
+
+
+def test_warm_start_trains_only_the_image_tower():
+    cfg = _tiny_config(warm_steps=3)
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = generate(16, seed=4)
+    scenes = TrainingScenes(ds.images, ds.attributes, ds.backgrounds, ds.captions)
+    losses = warm_start_image_tower(model, scenes, cfg, progress=False)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "visual.conv1.weight" in changed
+    assert not any(
+        k.startswith(("transformer.", "token_embedding", "text_projection")) for k in changed
+    )
+
+
+def test_same_seed_retrains_the_same_weights():
+    cfg = _tiny_config(aux_weight=0.5)
+    a = train_shapes_clip(cfg, progress=False, log=None).model.state_dict()
+    b = train_shapes_clip(cfg, progress=False, log=None).model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    c = train_shapes_clip(_tiny_config(seed=1), progress=False, log=None).model.state_dict()
+    assert not torch.equal(a["visual.conv1.weight"], c["visual.conv1.weight"])

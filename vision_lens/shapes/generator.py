@@ -94,7 +94,7 @@ COLOR_RGB: dict[str, tuple[int, int, int]] = {
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 #: Bounding-box side of each size, as a fraction of the usable cell side (cell minus a 1 px margin
 #: on each side, so that objects in neighbouring cells never touch).
-SIZE_FRACTIONS: dict[str, float] = {"small": 0.52, "medium": 0.74, "large": 0.95}
+SIZE_FRACTIONS: dict[str, float] = {"small": 0.68, "medium": 0.83, "large": 0.98}
 
 #: The 3x3 grid cells in row-major order.
 POSITIONS: tuple[str, ...] = (

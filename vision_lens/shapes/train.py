@@ -20,7 +20,12 @@ What training does, in order:
 4. The image tower's learnable position embedding starts from 2D sin-cos values
    (:func:`init_sincos_pos_embed`); AdamW with linear warmup and cosine decay, learnable
    ``logit_scale``, gradient clipping.
-5. Saves the weights as float16 safetensors (open_clip copies them into the float32 model).
+5. Before the contrastive phase, a supervised warm start (``warm_steps``) trains the image tower
+   with linear heads that predict each attribute of single-object scenes; during the contrastive
+   phase the same attribute loss stays on as an auxiliary term (``aux_weight``). Without it a
+   from-scratch ViT learns colour and position within minutes but shape only after hours of CPU
+   time; the shipped run reaches 99% zero-shot shape accuracy in 44 minutes with it.
+6. Saves the weights as float16 safetensors (open_clip copies them into the float32 model).
 
 Images go to the model through :func:`images_to_tensor`, which is exactly what
 ``model.preprocess`` does to a 64x64 PIL image (open_clip's default OpenAI mean/std).
@@ -47,6 +52,7 @@ import torch.nn.functional as F
 
 from vision_lens.shapes.generator import (
     COUNT_WORDS,
+    VOCABULARY,
     ShapesDataset,
     caption_for,
     generate,
@@ -390,7 +396,7 @@ class TrainConfig:
     """Hyper-parameters of :func:`train_shapes_clip` (defaults: the intended full run)."""
 
     seed: int = 0
-    steps: int = 800
+    steps: int = 1800
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 50
@@ -400,8 +406,11 @@ class TrainConfig:
     n_images: int = 100_000
     p_single: float = 0.7
     sincos_pos_init: bool = True
+    warm_steps: int = 900
+    warm_lr: float = 1e-3
+    aux_weight: float = 1.0
     threads: int = 2
-    bf16: bool = False
+    bf16: bool = True
     max_minutes: float | None = 44.0
     eval_every: int = 200
     n_val: int = 500
@@ -420,6 +429,152 @@ class TrainResult:
     history: list[dict[str, Any]]
     seconds: float
     steps_done: int
+
+
+#: Object attributes the image-tower warm start predicts (on single-object scenes only).
+WARM_OBJECT_ATTRIBUTES: tuple[str, ...] = ("shape", "color", "size", "position", "texture")
+
+#: Loss weight per attribute in :func:`attribute_loss`. Shape gets twice the weight because it
+#: is by far the slowest attribute for a ViT trained from scratch: a shape-only probe needs
+#: ~400 steps to pass 70% while colour and position pass 99% within 150 steps, after which
+#: their gradients vanish and shape alone would be left with a small share of the clipped step.
+ATTRIBUTE_LOSS_WEIGHTS: dict[str, float] = {"shape": 2.0}
+
+
+def attribute_targets(scenes: ShapesDataset | TrainingScenes, indices: Sequence[int]):
+    """Class targets for :func:`warm_start_image_tower`: ``{attribute: int64 [len(indices)]}``.
+
+    Object attributes are labelled on single-object scenes and ``-100`` (ignored) elsewhere;
+    ``background`` and ``count`` (objects - 1) are labelled on every scene.
+
+    Example:
+        >>> from vision_lens.shapes import generate
+        >>> t = attribute_targets(generate(2, seed=0, n_objects=1), [0, 1])
+        >>> sorted(t), t["count"].tolist()
+        (['background', 'color', 'count', 'position', 'shape', 'size', 'texture'], [0, 0])
+    """
+    out: dict[str, list[int]] = {a: [] for a in (*WARM_OBJECT_ATTRIBUTES, "background", "count")}
+    for i in indices:
+        attrs = scenes.attributes[int(i)]
+        for a in WARM_OBJECT_ATTRIBUTES:
+            out[a].append(VOCABULARY[a].index(attrs[0][a]) if len(attrs) == 1 else -100)
+        out["background"].append(VOCABULARY["background"].index(scenes.backgrounds[int(i)]))
+        out["count"].append(len(attrs) - 1)
+    return {a: torch.tensor(v) for a, v in out.items()}
+
+
+def make_attribute_probes(model: torch.nn.Module, seed: int = 0) -> torch.nn.ModuleDict:
+    """One linear classifier per attribute on the image embedding (for the supervised terms)."""
+    d = model.visual.output_dim
+    sizes = {a: len(VOCABULARY[a]) for a in (*WARM_OBJECT_ATTRIBUTES, "background")}
+    sizes["count"] = len(COUNT_WORDS) - 1
+    torch.manual_seed(seed + 1)
+    return torch.nn.ModuleDict({a: torch.nn.Linear(d, k) for a, k in sizes.items()})
+
+
+def attribute_loss(
+    probes: torch.nn.ModuleDict, features: torch.Tensor, targets: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Weighted sum over attributes of the probes' cross-entropy on layer-normed image embeddings.
+
+    Weights come from :data:`ATTRIBUTE_LOSS_WEIGHTS` (1 for attributes not listed).
+    """
+    feats = F.layer_norm(features.float(), (features.shape[-1],))
+    return sum(
+        ATTRIBUTE_LOSS_WEIGHTS.get(a, 1.0) * F.cross_entropy(probes[a](feats), y, ignore_index=-100)
+        for a, y in targets.items()
+    )
+
+
+def warm_start_image_tower(
+    model: torch.nn.Module,
+    scenes: TrainingScenes,
+    cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    deadline: float | None = None,
+    val: ShapesDataset | None = None,
+    log: Any = None,
+    probes: torch.nn.ModuleDict | None = None,
+) -> list[float]:
+    """Supervised warm start of the image tower before contrastive training.
+
+    Linear probes on ``model.encode_image`` predict every ground-truth attribute; the tower and
+    the probes train for ``cfg.warm_steps`` steps and the probes are then thrown away. Why: with
+    contrastive training alone the 6-layer tower learned colour in 150 steps but shape and
+    position were still at chance after 600 steps (the cheapest way to lower the CLIP loss is
+    colour, and the gradient towards the harder attributes is weak at the start); the warm start
+    gives the tower those features in a few hundred steps, and the contrastive phase then aligns
+    the text tower to them and fine-tunes everything. This is the recipe of CLIP variants that
+    start from a supervised image tower; the shipped model is an ordinary open_clip CLIP.
+
+    Args:
+        model: The open_clip ``CLIP`` (its ``visual`` tower is trained in place).
+        scenes: Training scenes.
+        cfg: ``warm_steps``, ``warm_lr``, ``batch_size``, ``warmup``, ``bf16``, ``seed``.
+        progress: Show a progress bar.
+        deadline: ``time.time()`` after which to stop early.
+        val: Single-object scenes on which the probes' accuracy is logged every
+            ``cfg.eval_every`` steps.
+        log: Function for those log lines.
+        probes: The linear probes (:func:`make_attribute_probes`), trained in place; new ones
+            when ``None``.
+
+    Returns:
+        The per-step losses (sum of the attribute cross-entropies).
+    """
+    from tqdm.auto import tqdm
+
+    probes = probes if probes is not None else make_attribute_probes(model, cfg.seed)
+    params = list(model.visual.parameters()) + list(probes.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.warm_lr, betas=(0.9, 0.98), weight_decay=0.05)
+    order = torch.Generator().manual_seed(cfg.seed + 1)
+    perm, cursor, n = torch.randperm(len(scenes), generator=order), 0, len(scenes)
+    losses: list[float] = []
+    bar = tqdm(range(cfg.warm_steps), disable=not progress, desc="warm start", mininterval=5)
+    for step in bar:
+        if cursor + cfg.batch_size > n:
+            perm, cursor = torch.randperm(n, generator=order), 0
+        idx = perm[cursor : cursor + cfg.batch_size].numpy()
+        cursor += cfg.batch_size
+        warmup = min(cfg.warmup, cfg.warm_steps // 4)
+        lr = lr_at(step, cfg.warm_steps, cfg.warm_lr, warmup, 0.1)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            feats = model.encode_image(images_to_tensor(scenes.images[idx]))
+        loss = attribute_loss(probes, feats, attribute_targets(scenes, idx))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if val is not None and log and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            log(json.dumps({"warm_step": step + 1, **_probe_accuracy(model, probes, val)}))
+        if deadline is not None and time.time() > deadline:
+            break
+    bar.close()
+    return losses
+
+
+@torch.no_grad()
+def _probe_accuracy(model, probes, val: ShapesDataset) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    feats = torch.cat(
+        [
+            model.encode_image(images_to_tensor(val.images[i : i + 500]))
+            for i in range(0, len(val), 500)
+        ]
+    )
+    feats = F.layer_norm(feats.float(), (feats.shape[-1],))
+    targets = attribute_targets(val, range(len(val)))
+    model.train(was_training)
+    return {
+        f"probe_{a}": round(float((probes[a](feats).argmax(1) == targets[a]).float().mean()), 4)
+        for a in WARM_OBJECT_ATTRIBUTES
+    }
 
 
 def build_model(cfg: TrainConfig, config_dir: str | Path | None = None) -> torch.nn.Module:
@@ -529,17 +684,37 @@ def train_shapes_clip(
     )
     val = generate(cfg.n_val, seed=VALIDATION_SEED, n_objects=1, image_size=image_size)
     log(f"generated {len(scenes)} training scenes in {time.time() - t0:.0f}s")
+    deadline = t_start + 60 * cfg.max_minutes if cfg.max_minutes else None
+    warm_losses: list[float] = []
+    probes = make_attribute_probes(model, cfg.seed)
+    if cfg.warm_steps:
+        t0 = time.time()
+        warm_losses = warm_start_image_tower(
+            model,
+            scenes,
+            cfg,
+            progress=progress,
+            deadline=deadline,
+            val=val,
+            log=log,
+            probes=probes,
+        )
+        log(
+            f"image-tower warm start: {len(warm_losses)} steps in {time.time() - t0:.0f}s, "
+            f"loss {np.mean(warm_losses[:20]):.3f} -> {np.mean(warm_losses[-20:]):.3f}"
+        )
 
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
-    )
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.aux_weight:
+        groups.append({"params": list(probes.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     n = len(scenes)
     perm = torch.randperm(n, generator=order_gen)
     cursor, epoch = 0, 0
     losses: list[float] = []
+    aux_losses: list[float] = []
     history: list[dict[str, Any]] = []
-    deadline = t_start + 60 * cfg.max_minutes if cfg.max_minutes else None
     bar = tqdm(range(cfg.steps), disable=not progress, desc="train", mininterval=5)
     step = 0
     for step in bar:
@@ -570,7 +745,11 @@ def train_shapes_clip(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             img_f = model.encode_image(images)
             txt_f = encode_text_trimmed(model, tokens)
-        loss = multi_positive_clip_loss(img_f, txt_f, pos, model.logit_scale)
+        loss = clip_loss = multi_positive_clip_loss(img_f, txt_f, pos, model.logit_scale)
+        if cfg.aux_weight:
+            aux = attribute_loss(probes, img_f, attribute_targets(scenes, idx))
+            aux_losses.append(float(aux.detach()))
+            loss = loss + cfg.aux_weight * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -578,7 +757,7 @@ def train_shapes_clip(
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss.detach()))
+        losses.append(float(clip_loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.2e}", ep=epoch)
 
         last = step == cfg.steps - 1
@@ -586,11 +765,13 @@ def train_shapes_clip(
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last or over_time:
             model.eval()
             acc = _quick_val(model, tokenizer, val)
+            if cfg.aux_weight:
+                acc.update(_probe_accuracy(model, probes, val))
             model.train()
             rec = {
                 "step": step + 1,
                 "loss": float(np.mean(losses[-50:])),
-                "logit_scale": float(model.logit_scale.exp()),
+                "logit_scale": model.logit_scale.detach().exp().item(),
                 "minutes": (time.time() - t_start) / 60,
                 **{f"val_{k}": v for k, v in acc.items()},
             }
@@ -618,6 +799,8 @@ def train_shapes_clip(
             "seconds": seconds,
             "history": history,
             "losses_every_10": losses[::10],
+            "warm_start_losses_every_10": warm_losses[::10],
+            "aux_losses_every_10": aux_losses[::10],
         }
         (out_dir / "train_log.json").write_text(json.dumps(log_record, indent=1) + "\n")
     return TrainResult(model, weights_path, config_path, losses, history, seconds, step + 1)
