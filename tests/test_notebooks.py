@@ -13,7 +13,9 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 
 
 def _make_notebooks():
-    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "scripts/make_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", ROOT / "scripts/make_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
