@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from vision_lens.hooked_vit import HookedViT
@@ -50,7 +52,7 @@ def load_clip(
     source = open_clip.create_model(
         model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
     )
-    provenance = model_name if pretrained is None else f"{model_name} ({pretrained})"
+    provenance = model_name if pretrained is None else f"{model_name} ({_display(pretrained)})"
     model = convert_open_clip_model(
         HookedViT,
         source,
@@ -93,3 +95,13 @@ def load_clip_or_shapes(
     from vision_lens.shapes.load import load_shapes_clip
 
     return load_shapes_clip(device=device)
+
+
+def _display(pretrained: str) -> str:
+    """A pretrained tag as given; a checkpoint shipped in the package relative to it (reports
+    written from the shipped model then read the same on every machine)."""
+    package = Path(__file__).resolve().parent.parent
+    path = Path(pretrained)
+    if path.is_file() and path.resolve().is_relative_to(package):
+        return str(path.resolve().relative_to(package.parent))
+    return pretrained
