@@ -2,6 +2,9 @@
 
     python scripts/train_shapes_clip.py --out vision_lens/shapes/weights --seed 0
 
+The shipped run hit the 44-minute limit after 1359 of its 1800 scheduled steps; to replay it on
+any machine, step for step: ``--minutes 0 --stop-after 1359``.
+
 Writes ``<out>/<model name>.json`` (the open_clip config), ``<out>/shapes_clip.safetensors``
 (float16) and ``<out>/train_log.json``. See :mod:`vision_lens.shapes.train`.
 """
@@ -26,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=d.max_minutes,
         help="stop early (and save) after this many minutes, a safety net; 0 disables",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after this many steps, schedule still set by --steps (replays a timed-out run)",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -73,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_steps=args.warm_steps,
         aux_weight=args.aux_weight,
         max_minutes=args.minutes or None,
+        stop_after=args.stop_after,
         eval_every=args.eval_every,
         model_name=args.model_name,
     )

@@ -194,6 +194,19 @@ def test_training_smoke(tmp_path):
     torch.testing.assert_close(w, trained["visual.conv1.weight"].half().float())
 
 
+def test_stop_after_replays_a_cut_short_run():
+    """``stop_after`` stops early under the full schedule: the same weights as a run of the same
+    schedule that ends there, unlike a shorter ``steps`` (its cosine decays sooner)."""
+    full = train_shapes_clip(_tiny_config(steps=5, stop_after=3), progress=False, log=None)
+    assert full.steps_done == 3 and len(full.losses) == 3
+    assert full.history[-1]["step"] == 3  # evaluated where it stopped
+    again = train_shapes_clip(_tiny_config(steps=5, stop_after=3), progress=False, log=None)
+    short = train_shapes_clip(_tiny_config(steps=3), progress=False, log=None)
+    a, b, c = (r.model.state_dict() for r in (full, again, short))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_attribute_targets_label_single_objects_and_ignore_multi():
     ds = generate(12, seed=3, n_objects=(1, 2))
     t = attribute_targets(ds, range(12))

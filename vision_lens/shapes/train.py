@@ -412,6 +412,9 @@ class TrainConfig:
     threads: int = 2
     bf16: bool = True
     max_minutes: float | None = 44.0
+    #: Stop after this many contrastive steps, the schedule still set by ``steps``: replays a run
+    #: that ``max_minutes`` cut short (the shipped run stopped at 1359 of 1800).
+    stop_after: int | None = None
     eval_every: int = 200
     n_val: int = 500
     model_name: str = SHAPES_MODEL_NAME
@@ -762,7 +765,8 @@ def train_shapes_clip(
 
         last = step == cfg.steps - 1
         over_time = deadline is not None and time.time() > deadline
-        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last or over_time:
+        stop_now = over_time or (cfg.stop_after is not None and step + 1 >= cfg.stop_after)
+        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last or stop_now:
             model.eval()
             acc = _quick_val(model, tokenizer, val)
             if cfg.aux_weight:
@@ -777,8 +781,9 @@ def train_shapes_clip(
             }
             history.append(rec)
             log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}))
-        if over_time and not last:
-            log(f"stopping at step {step + 1}: over max_minutes={cfg.max_minutes}")
+        if stop_now and not last:
+            why = f"over max_minutes={cfg.max_minutes}" if over_time else "stop_after"
+            log(f"stopping at step {step + 1}: {why}")
             break
     bar.close()
     model.eval()
