@@ -269,22 +269,40 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             """
             ## Heads about colour, heads about shape
 
-            `heads_by_keywords` keeps the heads with at least `min_matches` of their first `top`
-            texts mentioning a keyword. A text such as "a red circle" names both attributes, so
-            heads selected by both keyword lists are left out of both.
+            The pool's texts often name several attributes at once ("a red circle"), so a
+            head's TextSpan texts can be hard to read. `attribute_variance` asks a narrower
+            question: how much of a head's variance lies in the span of one attribute's
+            zero-shot class-prompt contrasts? `chance` is what a random subspace of that
+            dimension would hold.
             """
         ),
         code(
             """
-            colour = vl.heads_by_keywords(result, shapes.COLORS, top=5, min_matches=3)
-            shape = vl.heads_by_keywords(result, shapes.SHAPES, top=5, min_matches=3)
-            both = set(colour.heads) & set(shape.heads)
-            colour_heads = [lh for lh in colour.heads if lh not in both]
-            shape_heads = [lh for lh in shape.heads if lh not in both]
+            outputs, all_heads = vl.decompose_components(
+                model, preprocess(scenes), progress=False
+            ).head_outputs()
+            attributes = ("color", "shape", "position", "size", "texture", "background")
+            spans = vl.attribute_variance(
+                outputs,
+                {a: clip.encode(shapes.prompts(a)) for a in attributes},
+                heads=[head_label(*lh) for lh in all_heads],
+            )
+            roles = spans.roles(min_fraction=0.2, min_lead=1.5)
+            colour_heads = [lh for lh, r in zip(all_heads, roles, strict=True) if r == "color"]
+            shape_heads = [lh for lh, r in zip(all_heads, roles, strict=True) if r == "shape"]
             print("colour heads:", [head_label(*lh) for lh in colour_heads])
             print("shape heads: ", [head_label(*lh) for lh in shape_heads])
             for lh in colour_heads[:3]:
                 print(head_label(*lh), result.texts_for(*lh, top=5))
+            """
+        ),
+        code(
+            """
+            vl.plot.head_grid(
+                spans.fractions[:, 0].reshape(n_layers, n_heads).float(),
+                labels=result,
+                title="Share of each head's variance in the colour span (hover: its texts)",
+            )
             """
         ),
         md(
@@ -368,12 +386,12 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ),
         code(
             """
-            def most_matches(found):
-                return max(result.heads, key=lambda lh: found.counts[head_label(*lh)])
+            def strongest(attribute):  # the head with the largest share in that span
+                column = spans.attributes.index(attribute)
+                return all_heads[int(spans.fractions[:, column].argmax())]
 
 
-            colour_head = colour_heads[0] if colour_heads else most_matches(colour)
-            shape_head = shape_heads[0] if shape_heads else most_matches(shape)
+            colour_head, shape_head = strongest("color"), strongest("shape")
             outputs, _ = components.head_outputs([colour_head, shape_head])  # [2, images, d]
             through = {
                 f"colour head {head_label(*colour_head)}": outputs[0],

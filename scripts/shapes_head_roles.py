@@ -46,6 +46,7 @@ from vision_lens import shapes
 from vision_lens.analysis import (
     ablated_embedding,
     accuracy_vs_m,
+    attribute_variance,
     decompose_components,
     head_label,
     heads_by_keywords,
@@ -59,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "shapes_head_roles"
 
 ATTRIBUTES = ("color", "shape", "position", "size", "texture", "background", "count")
-TASKS = ("color", "shape", "position", "size", "texture")
+TASKS = ("color", "shape", "position", "size", "texture", "background")
 BACKGROUND_WORDS = (
     "background", "water", "grass", "sand", "sky", "lake", "sea", "waves", "river", "ocean",
     "field", "lawn", "meadow", "beach", "desert", "dunes", "clouds", "plain",
@@ -134,6 +135,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--role-top", type=int, default=6, help="texts examined for a role")
     parser.add_argument("--min-role", type=float, default=2.5, help="votes needed for a role")
     parser.add_argument("--spurious-min-matches", type=int, default=3)
+    parser.add_argument(
+        "--min-fraction",
+        type=float,
+        default=0.2,
+        help="variance fraction an attribute span needs to name a head (and a 1.5x lead)",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -182,6 +189,18 @@ def main(argv: list[str] | None = None) -> dict:
         }
         by_role.setdefault(role, []).append(lh)
 
+    # 2b. roles by attribute subspaces: each head's variance inside the span of one attribute's
+    # zero-shot class-prompt contrasts (a question TextSpan's mixed-attribute pool cannot ask)
+    spans = attribute_variance(
+        outputs,
+        {a: clip.encode(shapes.prompts(a)).float() for a in TASKS},
+        heads=[head_label(*lh) for lh in heads],
+    )
+    span_roles = spans.roles(min_fraction=args.min_fraction, min_lead=1.5)
+    by_span_role: dict[str, list[tuple[int, int]]] = {}
+    for lh, role in zip(heads, span_roles, strict=True):
+        by_span_role.setdefault(role, []).append(lh)
+
     # 3. ablation check -----------------------------------------------------------------------
     evaluation = shapes.generate(args.n_eval, seed=args.seed + 1, n_objects=1)
     eval_components = decompose_components(
@@ -199,30 +218,36 @@ def main(argv: list[str] | None = None) -> dict:
     base = accuracies([])
     per_head = {head_label(*lh): accuracies([lh]) for lh in heads}
     generator = torch.Generator().manual_seed(args.seed)
-    role_ablation = {}
-    for role in ("color", "shape", "position", "size", "texture", "background", "count"):
-        chosen = by_role.get(role, [])
-        if not chosen:
-            continue
-        after = accuracies(chosen)
-        drops = {t: base[t] - after[t] for t in TASKS}
-        random_drops = []
-        for _ in range(5):
-            draw = torch.randperm(len(heads), generator=generator)[: len(chosen)].tolist()
-            acc = accuracies([heads[i] for i in draw])
-            random_drops.append({t: base[t] - acc[t] for t in TASKS})
-        mean_random = {t: sum(d[t] for d in random_drops) / 5 for t in TASKS}
-        entry: dict[str, Any] = {
-            "heads": [head_label(*lh) for lh in chosen],
-            "accuracy_after": after,
-            "drop": drops,
-            "random_heads_mean_drop": mean_random,
-        }
-        if role in TASKS:
-            others = [t for t in TASKS if t != role]
-            entry["own_task_drop_largest"] = all(drops[role] > drops[t] for t in others)
-            entry["own_task_drop_exceeds_random"] = drops[role] > mean_random[role]
-        role_ablation[role] = entry
+
+    def ablation_check(groups: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
+        checked = {}
+        for role in (*TASKS, "count"):
+            chosen = groups.get(role, [])
+            if not chosen:
+                continue
+            after = accuracies(chosen)
+            drops = {t: base[t] - after[t] for t in TASKS}
+            random_drops = []
+            for _ in range(5):
+                draw = torch.randperm(len(heads), generator=generator)[: len(chosen)].tolist()
+                acc = accuracies([heads[i] for i in draw])
+                random_drops.append({t: base[t] - acc[t] for t in TASKS})
+            mean_random = {t: sum(d[t] for d in random_drops) / 5 for t in TASKS}
+            entry: dict[str, Any] = {
+                "heads": [head_label(*lh) for lh in chosen],
+                "accuracy_after": after,
+                "drop": drops,
+                "random_heads_mean_drop": mean_random,
+            }
+            if role in TASKS:
+                others = [t for t in TASKS if t != role]
+                entry["own_task_drop_largest"] = all(drops[role] > drops[t] for t in others)
+                entry["own_task_drop_exceeds_random"] = drops[role] > mean_random[role]
+            checked[role] = entry
+        return checked
+
+    role_ablation = ablation_check(by_role)
+    span_ablation = ablation_check(by_span_role)
     print(f"ablations done, {time.perf_counter() - start:.0f} s", flush=True)
 
     # TextSpan fidelity: the paper's accuracy-vs-m on the colour/shape/position tasks
@@ -270,23 +295,35 @@ def main(argv: list[str] | None = None) -> dict:
         "heads": [head_label(*h) for h in background.heads],
         "classifiers": {},
     }
+    span_background = by_span_role.get("background", [])
+    spurious["subspace_selection"] = {
+        "heads": [head_label(*h) for h in span_background],
+        "classifiers": {},
+    }
     spurious_md = ""
     for name, weights in classifiers.items():
-        if not background.heads:
-            spurious_md = "No head had enough background texts among its top texts.\n"
-            break
-        report = spurious_ablation(
-            test_components,
-            background.heads,
-            weights,
-            torch.as_tensor(test.labels),
-            torch.as_tensor(test.groups),
-            n_random=5,
-            seed=args.seed,
-            matches=background.matches,
+        spurious_md += f"Classifier: **{name}**\n\n"
+        selections = (
+            ("TextSpan keywords", background.heads, spurious["classifiers"]),
+            ("background subspace", span_background, spurious["subspace_selection"]["classifiers"]),
         )
-        spurious["classifiers"][name] = report.to_dict()
-        spurious_md += f"Classifier: **{name}**\n\n{report.to_markdown()}\n"
+        for how, chosen, into in selections:
+            if not chosen:
+                spurious_md += f"Heads chosen by {how}: none.\n\n"
+                continue
+            report = spurious_ablation(
+                test_components,
+                chosen,
+                weights,
+                torch.as_tensor(test.labels),
+                torch.as_tensor(test.groups),
+                n_random=5,
+                seed=args.seed,
+                matches=background.matches if how == "TextSpan keywords" else None,
+            )
+            into[name] = report.to_dict()
+            names = ", ".join(head_label(*h) for h in chosen)
+            spurious_md += f"Heads chosen by {how} ({names}):\n\n{report.to_markdown()}\n"
 
     # report -----------------------------------------------------------------------------------
     elapsed = time.perf_counter() - start
@@ -299,6 +336,18 @@ def main(argv: list[str] | None = None) -> dict:
         "heads_by_role": {r: [head_label(*lh) for lh in hs] for r, hs in by_role.items()},
         "base_accuracy": base,
         "role_ablation": role_ablation,
+        "subspace": {
+            "attributes": spans.attributes,
+            "dims": spans.dims,
+            "chance": spans.chance.tolist(),
+            "fractions": {
+                head_label(*lh): dict(zip(spans.attributes, row.tolist(), strict=True))
+                for lh, row in zip(heads, spans.fractions, strict=True)
+            },
+            "roles": {head_label(*lh): r for lh, r in zip(heads, span_roles, strict=True)},
+            "heads_by_role": {r: [head_label(*lh) for lh in hs] for r, hs in by_span_role.items()},
+            "role_ablation": span_ablation,
+        },
         "single_head_ablation": per_head,
         "textspan_accuracy_vs_m": fidelity,
         "spurious": spurious,
@@ -308,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(out, result, spurious_md))
+    args.out.with_suffix(".md").write_text(markdown(out, result, spans.to_markdown(), spurious_md))
     print(f"wrote {args.out.with_suffix('.json')} and .md in {elapsed:.0f} s")
     return out
 
@@ -317,7 +366,24 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def markdown(out: dict, result, spurious_md: str) -> str:
+def _ablation_table(out: dict, ablation: dict) -> list[str]:
+    lines = [
+        "| role (heads) | " + " | ".join(TASKS) + " | own task hit hardest? |",
+        "| --- | " + " | ".join("---" for _ in TASKS) + " | --- |",
+        "| *base accuracy* | " + " | ".join(_pct(out["base_accuracy"][t]) for t in TASKS) + " | |",
+    ]
+    for role, entry in ablation.items():
+        cells = [
+            f"{100 * entry['drop'][t]:+.1f} ({100 * entry['random_heads_mean_drop'][t]:+.1f})"
+            for t in TASKS
+        ]
+        verdict = entry.get("own_task_drop_largest")
+        verdict = "" if verdict is None else ("yes" if verdict else "no")
+        lines.append(f"| {role} ({len(entry['heads'])}) | " + " | ".join(cells) + f" | {verdict} |")
+    return lines
+
+
+def markdown(out: dict, result, subspace_md: str, spurious_md: str) -> str:
     lines = [
         "# Head roles of the shapes-world CLIP",
         "",
@@ -346,7 +412,22 @@ def markdown(out: dict, result, spurious_md: str) -> str:
     lines += ["", "Heads per role: " + ", ".join(
         f"**{r}**: {', '.join(h)}" for r, h in out["heads_by_role"].items()
     ), ""]  # fmt: skip
+    sub = out["subspace"]
     lines += [
+        "## 1b. Attribute subspaces",
+        "",
+        "Each cell: the fraction of the head's direct-effect variance (over the same scenes) "
+        "inside the span of one attribute's zero-shot class-prompt contrasts "
+        "(`vision_lens.analysis.attribute_variance`; k classes span k - 1 dimensions). "
+        "*chance* is what a random subspace of that dimension holds of an isotropic head. Role: "
+        f"the largest fraction, if at least {_pct(out['settings']['min_fraction'])} and 1.5 "
+        "times the runner-up, else *mixed*.",
+        "",
+        subspace_md,
+        "Heads per subspace role: " + ", ".join(
+            f"**{r}**: {', '.join(h)}" for r, h in sub["heads_by_role"].items()
+        ),
+        "",
         "## 2. Ablation check",
         "",
         f"Zero-shot accuracy on {out['settings']['n_eval']} held-out single-object scenes, "
@@ -354,18 +435,14 @@ def markdown(out: dict, result, spurious_md: str) -> str:
         "(means over the same scenes); cells are accuracy drops in points (random: mean drop "
         "of 5 draws of as many random heads).",
         "",
-        "| role (heads) | " + " | ".join(TASKS) + " | own task hit hardest? |",
-        "| --- | " + " | ".join("---" for _ in TASKS) + " | --- |",
-        "| *base accuracy* | " + " | ".join(_pct(out["base_accuracy"][t]) for t in TASKS) + " | |",
-    ]
-    for role, entry in out["role_ablation"].items():
-        cells = [
-            f"{100 * entry['drop'][t]:+.1f} ({100 * entry['random_heads_mean_drop'][t]:+.1f})"
-            for t in TASKS
-        ]
-        verdict = entry.get("own_task_drop_largest")
-        verdict = "" if verdict is None else ("yes" if verdict else "no")
-        lines.append(f"| {role} ({len(entry['heads'])}) | " + " | ".join(cells) + f" | {verdict} |")
+        "Roles from TextSpan (section 1):",
+        "",
+        *_ablation_table(out, out["role_ablation"]),
+        "",
+        "Roles from attribute subspaces (section 1b):",
+        "",
+        *_ablation_table(out, sub["role_ablation"]),
+    ]  # fmt: skip
     lines += [
         "",
         "TextSpan fidelity (the paper's Figure 4 protocol: every head replaced by its projection "
@@ -396,7 +473,9 @@ def markdown(out: dict, result, spurious_md: str) -> str:
         "embeddings of each class (95% round-on-water and angular-on-grass). The zero-shot "
         "classifier with shape-only prompts is shown too. Heads ablated: those with at least "
         f"{out['settings']['spurious_min_matches']} background texts among their top "
-        f"{out['settings']['role_top']}: {', '.join(sp.get('heads', [])) or 'none'}.",
+        f"{out['settings']['role_top']} TextSpan texts ({', '.join(sp['heads']) or 'none'}), "
+        "and the heads whose subspace role is background "
+        f"({', '.join(sp['subspace_selection']['heads']) or 'none'}).",
         "",
         spurious_md,
     ]

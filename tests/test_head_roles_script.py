@@ -39,13 +39,17 @@ def test_head_roles_script_on_shipped_model(tmp_path):
     # Ablating the heads of a role hurts its own attribute more than random heads do.
     for role in written["role_ablation"].values():
         assert role["own_task_drop_exceeds_random"], role
+    # Attribute subspaces name colour heads, and ablating them hurts colour most, beyond random.
+    colour = written["subspace"]["role_ablation"]["color"]
+    assert colour["own_task_drop_largest"] and colour["own_task_drop_exceeds_random"], colour
+    assert len(written["subspace"]["fractions"]) == 24
     # Background heads found by TextSpan remove part of the spurious cue of a classifier fit
     # on the 95%-correlated train split: worst-group accuracy rises, more than for random heads.
     probe = written["spurious"]["classifiers"]["train-split class means"]
     assert probe["after"]["worst"] > probe["before"]["worst"]
     assert probe["after"]["worst"] > probe["best_random"]["worst"]
     md = (tmp_path / "roles.md").read_text()
-    assert "## 3. Spurious cue" in md and "L0H0" in md
+    assert "## 3. Spurious cue" in md and "## 1b. Attribute subspaces" in md and "L0H0" in md
 
 
 def test_head_roles_script_smoke(tmp_path):

@@ -7,6 +7,7 @@
   :func:`textspan_replacement_accuracy` and :func:`accuracy_vs_m` (Figure 4).
 * :func:`image_neighbors`, :func:`text_to_image`: retrieval through heads (Figures 5 and 6).
 * :func:`heads_by_keywords`, :func:`spurious_ablation`: spurious cue removal (Table 2).
+* :func:`attribute_variance`: each head's variance inside each attribute's text span.
 """
 
 from vision_lens.analysis.ablation import (
@@ -43,6 +44,7 @@ from vision_lens.analysis.spurious import (
     heads_by_keywords,
     spurious_ablation,
 )
+from vision_lens.analysis.subspace import AttributeVariance, attribute_variance
 from vision_lens.analysis.textspan import (
     TextSpanResult,
     head_outputs_dataset,
@@ -64,6 +66,8 @@ __all__ = [
     "segment_heads",
     "upsample_heatmaps",
     "LOCATION_KEYWORDS",
+    "AttributeVariance",
+    "attribute_variance",
     "Components",
     "GroupAccuracy",
     "HeadMatches",
