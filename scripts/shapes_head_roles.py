@@ -191,11 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2b. roles by attribute subspaces: each head's variance inside the span of one attribute's
     # zero-shot class-prompt contrasts (a question TextSpan's mixed-attribute pool cannot ask)
-    spans = attribute_variance(
-        outputs,
-        {a: clip.encode(shapes.prompts(a)).float() for a in TASKS},
-        heads=[head_label(*lh) for lh in heads],
-    )
+    prompt_embeddings = {a: clip.encode(shapes.prompts(a)).float() for a in TASKS}
+    spans = attribute_variance(outputs, prompt_embeddings, heads=[head_label(*lh) for lh in heads])
     span_roles = spans.roles(min_fraction=args.min_fraction, min_lead=1.5)
     by_span_role: dict[str, list[tuple[int, int]]] = {}
     for lh, role in zip(heads, span_roles, strict=True):
@@ -206,10 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
     eval_components = decompose_components(
         model, preprocess(model, evaluation), batch_size=args.batch_size, progress=False
     )
-    tasks = {}
-    for task in TASKS:
-        weights = clip.encode(shapes.prompts(task)).float()
-        tasks[task] = (weights, torch.as_tensor(shapes.labels(evaluation, task)))
+    tasks = {
+        task: (prompt_embeddings[task], torch.as_tensor(shapes.labels(evaluation, task)))
+        for task in TASKS
+    }
 
     def accuracies(ablate) -> dict[str, float]:
         embedding = ablated_embedding(eval_components, list(ablate))
@@ -304,10 +301,15 @@ def main(argv: list[str] | None = None) -> dict:
     for name, weights in classifiers.items():
         spurious_md += f"Classifier: **{name}**\n\n"
         selections = (
-            ("TextSpan keywords", background.heads, spurious["classifiers"]),
-            ("background subspace", span_background, spurious["subspace_selection"]["classifiers"]),
+            ("TextSpan keywords", background.heads, background.matches, spurious["classifiers"]),
+            (
+                "background subspace",
+                span_background,
+                None,
+                spurious["subspace_selection"]["classifiers"],
+            ),
         )
-        for how, chosen, into in selections:
+        for how, chosen, matches, into in selections:
             if not chosen:
                 spurious_md += f"Heads chosen by {how}: none.\n\n"
                 continue
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.as_tensor(test.groups),
                 n_random=5,
                 seed=args.seed,
-                matches=background.matches if how == "TextSpan keywords" else None,
+                matches=matches,
             )
             into[name] = report.to_dict()
             names = ", ".join(head_label(*h) for h in chosen)

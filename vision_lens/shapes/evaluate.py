@@ -47,13 +47,17 @@ _BASE["texture"] = "solid"
 
 
 @torch.no_grad()
-def encode_images(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500):
-    """Normalised image embeddings ``[n, d]`` of uint8 images ``[n, H, W, 3]``."""
+def encode_images(
+    model: torch.nn.Module, images: np.ndarray, batch_size: int = 500, *, normalize: bool = True
+):
+    """Image embeddings ``[n, d]`` of uint8 images ``[n, H, W, 3]``, unit-normalised unless
+    ``normalize=False``."""
     out = [
         model.encode_image(images_to_tensor(images[i : i + batch_size]))
         for i in range(0, len(images), batch_size)
     ]
-    return F.normalize(torch.cat(out).float(), dim=-1)
+    feats = torch.cat(out).float()
+    return F.normalize(feats, dim=-1) if normalize else feats
 
 
 @torch.no_grad()

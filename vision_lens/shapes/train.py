@@ -503,7 +503,8 @@ def warm_start_image_tower(
     """Supervised warm start of the image tower before contrastive training.
 
     Linear probes on ``model.encode_image`` predict every ground-truth attribute; the tower and
-    the probes train for ``cfg.warm_steps`` steps and the probes are then thrown away. Why: with
+    the probes train for ``cfg.warm_steps`` steps (:func:`train_shapes_clip` keeps training the
+    same probes as its auxiliary term when ``cfg.aux_weight`` is set). Why: with
     contrastive training alone the 6-layer tower learned colour in 150 steps but shape and
     position were still at chance after 600 steps (the cheapest way to lower the CLIP loss is
     colour, and the gradient towards the harder attributes is weak at the start); the warm start
@@ -531,16 +532,12 @@ def warm_start_image_tower(
     probes = probes if probes is not None else make_attribute_probes(model, cfg.seed)
     params = list(model.visual.parameters()) + list(probes.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.warm_lr, betas=(0.9, 0.98), weight_decay=0.05)
-    order = torch.Generator().manual_seed(cfg.seed + 1)
-    perm, cursor, n = torch.randperm(len(scenes), generator=order), 0, len(scenes)
+    batches = _batches(len(scenes), cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+    warmup = min(cfg.warmup, cfg.warm_steps // 4)
     losses: list[float] = []
     bar = tqdm(range(cfg.warm_steps), disable=not progress, desc="warm start", mininterval=5)
     for step in bar:
-        if cursor + cfg.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=order), 0
-        idx = perm[cursor : cursor + cfg.batch_size].numpy()
-        cursor += cfg.batch_size
-        warmup = min(cfg.warmup, cfg.warm_steps // 4)
+        idx, _ = next(batches)
         lr = lr_at(step, cfg.warm_steps, cfg.warm_lr, warmup, 0.1)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -554,26 +551,35 @@ def warm_start_image_tower(
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if val is not None and log and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            log(json.dumps({"warm_step": step + 1, **_probe_accuracy(model, probes, val)}))
+            from vision_lens.shapes.evaluate import encode_images  # evaluate imports this module
+
+            was_training = model.training
+            model.eval()
+            feats = encode_images(model, val.images, normalize=False)
+            model.train(was_training)
+            log(json.dumps({"warm_step": step + 1, **_probe_accuracy(probes, feats, val)}))
         if deadline is not None and time.time() > deadline:
             break
     bar.close()
     return losses
 
 
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless ``(indices, epoch)`` batches: a fresh permutation whenever the current one runs
+    short (its tail is skipped, so every batch is full)."""
+    perm, cursor, epoch = torch.randperm(n, generator=generator), 0, 0
+    while True:
+        if cursor + batch_size > n:
+            perm, cursor, epoch = torch.randperm(n, generator=generator), 0, epoch + 1
+        yield perm[cursor : cursor + batch_size].numpy(), epoch
+        cursor += batch_size
+
+
 @torch.no_grad()
-def _probe_accuracy(model, probes, val: ShapesDataset) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
-    feats = torch.cat(
-        [
-            model.encode_image(images_to_tensor(val.images[i : i + 500]))
-            for i in range(0, len(val), 500)
-        ]
-    )
-    feats = F.layer_norm(feats.float(), (feats.shape[-1],))
+def _probe_accuracy(probes, features: torch.Tensor, val: ShapesDataset) -> dict[str, float]:
+    """Accuracy of each object-attribute probe on ``val``'s raw (unnormalised) embeddings."""
+    feats = F.layer_norm(features.float(), (features.shape[-1],))
     targets = attribute_targets(val, range(len(val)))
-    model.train(was_training)
     return {
         f"probe_{a}": round(float((probes[a](feats).argmax(1) == targets[a]).float().mean()), 4)
         for a in WARM_OBJECT_ATTRIBUTES
@@ -632,10 +638,10 @@ def save_weights(
 
 
 @torch.no_grad()
-def _quick_val(model, tokenizer, val: ShapesDataset) -> dict[str, float]:
-    from vision_lens.shapes.evaluate import encode_images, zero_shot_accuracy
+def _quick_val(model, tokenizer, val: ShapesDataset, feats: torch.Tensor) -> dict[str, float]:
+    """Zero-shot colour/shape/position accuracy from ``val``'s normalised embeddings."""
+    from vision_lens.shapes.evaluate import zero_shot_accuracy
 
-    feats = encode_images(model, val.images)
     return {
         a: zero_shot_accuracy(model, tokenizer, val, a, image_features=feats)["accuracy"]
         for a in ("color", "shape", "position")
@@ -711,20 +717,14 @@ def train_shapes_clip(
     if cfg.aux_weight:
         groups.append({"params": list(probes.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    n = len(scenes)
-    perm = torch.randperm(n, generator=order_gen)
-    cursor, epoch = 0, 0
+    batches = _batches(len(scenes), cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     losses: list[float] = []
     aux_losses: list[float] = []
     history: list[dict[str, Any]] = []
     bar = tqdm(range(cfg.steps), disable=not progress, desc="train", mininterval=5)
     step = 0
     for step in bar:
-        if cursor + cfg.batch_size > n:
-            perm, cursor, epoch = torch.randperm(n, generator=order_gen), 0, epoch + 1
-        idx = perm[cursor : cursor + cfg.batch_size].numpy()
-        cursor += cfg.batch_size
+        idx, epoch = next(batches)
         rng = np.random.default_rng([cfg.seed, step, 0xCA])
         caps = sample_batch_captions(scenes, idx, rng)
         uniq = list(dict.fromkeys(caps))
@@ -767,10 +767,13 @@ def train_shapes_clip(
         over_time = deadline is not None and time.time() > deadline
         stop_now = over_time or (cfg.stop_after is not None and step + 1 >= cfg.stop_after)
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last or stop_now:
+            from vision_lens.shapes.evaluate import encode_images
+
             model.eval()
-            acc = _quick_val(model, tokenizer, val)
+            raw = encode_images(model, val.images, normalize=False)  # once for both checks
+            acc = _quick_val(model, tokenizer, val, F.normalize(raw, dim=-1))
             if cfg.aux_weight:
-                acc.update(_probe_accuracy(model, probes, val))
+                acc.update(_probe_accuracy(probes, raw, val))
             model.train()
             rec = {
                 "step": step + 1,
