@@ -747,7 +747,20 @@ def test_config_validation():
     with pytest.raises(ValueError, match="not a multiple"):
         vl.HookedViTConfig(**base, image_size=(32, 36), patch_size=8)
     with pytest.raises(ValueError, match="act_fn"):
-        vl.HookedViTConfig(**base, image_size=32, patch_size=8, act_fn="relu")
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, act_fn="swish")
+    with pytest.raises(ValueError, match="norm_type"):
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, norm_type="batchnorm")
+    with pytest.raises(ValueError, match="readout"):
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, readout="max")
+    with pytest.raises(ValueError, match="class token"):
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, class_token=False)
+    with pytest.raises(ValueError, match="distillation token"):
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, readout="cls_dist")
+    with pytest.raises(ValueError, match="final_ln_after_pool"):
+        vl.HookedViTConfig(**base, image_size=32, patch_size=8, readout="map",
+                           final_ln_after_pool=True)
+    regs = vl.HookedViTConfig(**base, image_size=32, patch_size=8, dist_token=True, n_registers=4)
+    assert (regs.n_prefix, regs.n_pos) == (6, 22)
     cfg = vl.HookedViTConfig(**base, image_size=(32, 48), patch_size=8)
     assert (cfg.grid_size, cfg.n_patches, cfg.n_pos, cfg.d_head) == ((4, 6), 24, 25, 16)
     explicit = vl.HookedViTConfig(**{**base, "n_heads": 3}, d_head=16, image_size=32, patch_size=8)

@@ -1,40 +1,48 @@
 """The vision ActivationCache: TransformerLens' cache plus exact direct-effect decompositions.
 
-The math (DESIGN.md §3, Gandelsman et al. 2024 §3 and A.1). With ``z`` the class token's final
-residual stream, ``mu``/``sigma`` the final LayerNorm's mean and scale taken from the forward pass,
-``gamma``/``beta`` its weight and bias and ``P`` the projection, the image embedding is
+The math (``docs/decomposition.md``, Gandelsman et al. 2024 §3 and A.1). The readout
+(:mod:`vision_lens.readout`) states the output as a linear function of the final residual
+stream ``z`` at the positions ``q`` it reads, once the final norm's mean and scale (and an
+attention-pooling head's pattern) are frozen from the forward pass:
 
-    y = (gamma * (z - mu) / sigma + beta) @ P,        z = e + sum_l a_l + sum_l f_l,
+    y = sum_g (sum_q w[g, q] z_q) @ M_g - m_term + const (+ the pooling head's MLP term),
+    z_q = e_q + sum_l a_{l,q} + sum_l f_{l,q},
 
-``e`` the embedding term (``blocks.0.hook_resid_pre``), ``a_l`` attention and ``f_l`` MLP outputs
-at the class token. With ``mu`` and ``sigma`` frozen, ``y`` is linear in the terms. The attention
-term splits over heads ``h`` and source tokens ``i``:
+``e`` the embedding term (``blocks.0.hook_resid_pre``), ``a_l`` attention and ``f_l`` MLP outputs.
+For a class-token readout ``q`` is the class token alone, ``w = 1 / sigma`` and
+``M = diag(gamma) P``: the paper's formula. ``y`` is linear in the terms. The attention term splits
+over heads ``h`` and source tokens ``i`` through each query's pattern row:
 
-    a_l = sum_{h,i} A^{l,h}[cls, i] * v_i^{l,h} @ W_O^{l,h}  +  b_O^l
+    a_{l,q} = sum_{h,i} A^{l,h}[q, i] * v_i^{l,h} @ W_O^{l,h}  +  b_O^l
 
 where ``v`` includes the value bias ``b_V`` (so ``b_V``'s effect is shared among the tokens in
 proportion to attention, exactly as the value vectors are) and layer scale is already folded into
-``W_O`` and ``b_O``. The class token attending to itself is the ``pos = 0`` token term.
+``W_O`` and ``b_O``. A readout position attending to itself is that position's token term;
+summed over the readout's query rows the per-head weights are the effective row
+``R_g[h, i] = sum_q w[g, q] A^{l,h}[q, i]``, still ``[batch, head, key]``.
 
 Two exact treatments of ``mu`` and ``beta``:
 
-* ``ln_mode="center"`` (TransformerLens' ``apply_ln_to_stack``): every term ``c`` maps to
-  ``(gamma * (c - mean_d(c)) / sigma) @ P``; ``beta @ P`` is the separate ``bias`` component, and
-  each layer's ``b_O`` is that layer's *attention bias share*, part of the layer's attention term
-  but of no head or token.
-* ``ln_mode="split"`` (the paper's code): ``mu`` and ``beta`` are split evenly over the
-  ``2L + 1`` layer-level terms (embedding, L attention layers, L MLPs): a term maps to
-  ``(gamma * (c - s mu) / sigma + s beta) @ P`` with ``s = 1/(2L+1)``. Inside an attention layer
-  that share and ``b_O`` are split evenly over the ``head x token`` terms, so heads and tokens sum
-  to their layer and the ``bias`` component and the attention bias shares are zero.
+* ``ln_mode="center"`` (TransformerLens' ``apply_ln_to_stack``): every term is centred over
+  ``d_model`` before the readout's map (RMSNorm does not centre, so there nothing is);
+  ``const`` (the norm's bias and later biases) is the separate ``bias`` component, and each
+  layer's ``b_O`` is that layer's *attention bias share*, part of the layer's attention term but
+  of no head or token.
+* ``ln_mode="split"`` (the paper's code): ``m_term`` and ``const`` are split evenly over the
+  ``2L + 1`` layer-level terms (embedding, L attention layers, L MLPs), share ``s = 1/(2L+1)``.
+  Inside an attention layer that share and ``b_O`` are split evenly over the ``head x token``
+  terms, so heads and tokens sum to their layer and the ``bias`` component and the attention
+  bias shares are zero.
+
+An attention-pooling head's MLP (SigLIP) is nonlinear in ``z``: it is the one named component
+``readout_mlp`` of :meth:`ActivationCache.decompose_layers`, in both modes.
 
 ``normalize=True`` divides every term by ``||y||`` so that they sum to the unit embedding.
 
-Only the class-token query row of each attention pattern is used, and the per-head output
-matrix is folded with ``gamma`` and ``P`` once per layer
-(``W_eff^h = (W_O^h - mean_d W_O^h) diag(gamma) P`` in centre mode), and further with text
-directions when given, so the
-``[batch, layer, head, pos, d_embed]`` tensor is only built when asked for.
+Only the readout's query rows of each attention pattern are used, and the per-head output
+matrix is folded with the readout's ``M_g`` once per layer
+(``W_eff^h = (W_O^h - mean_d W_O^h) M_g`` in centre mode), and further with text directions when
+given, so the ``[batch, layer, head, pos, d_embed]`` tensor is only built when asked for.
 """
 
 from __future__ import annotations
@@ -48,18 +56,26 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import ActivationCache as _TLActivationCache
 
+from vision_lens.readout import LinearReadout
+
 LnMode = Literal["center", "split"]
 LN_MODES = ("center", "split")
 
 
 @dataclass
 class _Frozen:
-    """Per-image quantities of the final LayerNorm, frozen from the forward pass."""
+    """Per-image quantities of the readout, frozen from the forward pass."""
 
-    z: Tensor  # [batch, d_model], class token's final residual stream
-    mu: Tensor  # [batch]
-    sigma: Tensor  # [batch]
+    z: Tensor  # [batch, query, d_model], final residual stream at the readout's positions
+    lin: LinearReadout
     norm: Tensor  # [batch], ||y||
+
+    def weighted(self, c: Tensor, centre: bool) -> Tensor:
+        """``sum_g (sum_q w[g, q] c_q) @ M_g`` for a residual term ``c`` ``[batch, query, d]``."""
+        if centre and self.lin.centers:
+            c = c - c.mean(-1, keepdim=True)
+        pooled = torch.einsum("bgq,bqd->bgd", self.lin.w, c)
+        return torch.einsum("bgd,gde->be", pooled, self.lin.M)
 
 
 class ActivationCache(_TLActivationCache):
@@ -136,40 +152,77 @@ class ActivationCache(_TLActivationCache):
         if ln_mode not in LN_MODES:
             raise ValueError(f"ln_mode must be one of {LN_MODES}, got {ln_mode!r}.")
 
-    def _cls(self, name: str) -> Tensor:
-        """The class-token row ``[batch, d]`` of a ``[batch, pos, d]`` activation."""
-        return self._get(name)[:, 0]
+    def _rows(self, name: str, pos_dim: int = 1) -> Tensor:
+        """The readout's query rows of a cached activation (``pos_dim`` is the position axis).
+
+        A full cache is sliced here; a decomposition cache already holds just those rows. Any
+        other length (e.g. a ``pos_slice`` of other rows) is refused rather than misread.
+        """
+        tensor = self._get(name)
+        rows = self.model.readout.query_positions
+        n_query = rows.stop - rows.start
+        length = tensor.shape[pos_dim]
+        if length == self._cfg.n_pos:
+            index = [slice(None)] * tensor.dim()
+            index[pos_dim] = rows
+            return tensor[tuple(index)]
+        if length == n_query:
+            return tensor
+        raise ValueError(
+            f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but the "
+            f"decomposition needs all {self._cfg.n_pos} positions or exactly the {n_query} "
+            f"positions the readout reads ({rows.start}..{rows.stop - 1}). Was it cached with "
+            "pos_slice? Use model.run_with_decomposition_cache(images) instead."
+        )
+
+    def _values(self, layer: int) -> Tensor:
+        """``blocks.{layer}.attn.hook_v`` ``[batch, pos, head, d_head]``, every source token."""
+        name = f"blocks.{layer}.attn.hook_v"
+        values = self._get(name)
+        if values.shape[1] != self._cfg.n_pos:
+            raise ValueError(
+                f"Cache entry {name!r} has {values.shape[1]} positions; the decomposition needs "
+                f"the values of all {self._cfg.n_pos} tokens (cache without pos_slice, or use "
+                "model.run_with_decomposition_cache)."
+            )
+        return values
 
     def _frozen(self) -> _Frozen:
-        last = self._cfg.n_layers - 1
-        z = self._cls(f"blocks.{last}.hook_resid_post")
-        sigma = self._get("ln_final.hook_scale")[:, 0, 0]
-        mu = z.mean(-1)
-        gamma, beta, proj = self._ln_weights(z)
-        y = ((z - mu[:, None]) * gamma / sigma[:, None] + beta) @ proj
-        return _Frozen(z=z, mu=mu, sigma=sigma, norm=y.norm(dim=-1))
-
-    def _ln_weights(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         model = self.model
-        to = {"device": like.device, "dtype": like.dtype}
-        return (
-            model.ln_final.w.detach().to(**to),
-            model.ln_final.b.detach().to(**to),
-            model.W_proj.detach().to(**to),
+        last = self._cfg.n_layers - 1
+        z = self._rows(f"blocks.{last}.hook_resid_post")
+        scale = self._get("ln_final.hook_scale")
+        if not model.readout.after_pool:
+            scale = self._rows("ln_final.hook_scale")
+        is_map = self._cfg.readout == "map"
+        lin = model.readout.linear(
+            z,
+            scale,
+            model.ln_final,
+            model.W_proj,
+            model.b_proj,
+            pool_pattern=self._get("readout.attn.hook_pattern") if is_map else None,
+            mlp_out=self._get("readout.hook_mlp_out") if is_map else None,
         )
+        frozen = _Frozen(z=z, lin=lin, norm=z.new_zeros(z.shape[0]))
+        y = frozen.weighted(z, centre=False) - lin.m_term + lin.const
+        if lin.nonlinear is not None:
+            y = y + lin.nonlinear
+        frozen.norm = y.norm(dim=-1)
+        return frozen
 
     def _map_term(
         self, c: Tensor, frozen: _Frozen, ln_mode: LnMode, share: float
     ) -> Float[Tensor, "batch d_embed"]:
-        """Image-space contribution of a residual-stream term ``c`` ``[batch, d_model]``.
+        """Output-space contribution of a residual-stream term ``c`` ``[batch, query, d_model]``.
 
-        ``share`` is the fraction of ``mu`` and ``beta`` this term carries in split mode.
+        ``share`` is the fraction of the norm's mean and of the biases this term carries in
+        split mode.
         """
-        gamma, beta, proj = self._ln_weights(c)
-        sigma = frozen.sigma[:, None]
         if ln_mode == "center":
-            return ((c - c.mean(-1, keepdim=True)) * gamma / sigma) @ proj
-        return ((c - share * frozen.mu[:, None]) * gamma / sigma + share * beta) @ proj
+            return frozen.weighted(c, centre=True)
+        lin = frozen.lin
+        return frozen.weighted(c, centre=False) - share * lin.m_term + share * lin.const
 
     def _finish(self, terms: Tensor, frozen: _Frozen, normalize: bool, batch_dim: int) -> Tensor:
         if normalize:
@@ -182,33 +235,38 @@ class ActivationCache(_TLActivationCache):
         return 1.0 / (2 * self._cfg.n_layers + 1)
 
     def _head_weights(
-        self, layer: int, ln_mode: LnMode, like: Tensor, right: Tensor | None = None
-    ) -> Float[Tensor, "head d_head out"]:
-        """Per-head output matrices folded with gamma and ``right`` ``[d_model, out]``: ``P``
-        (the default) or ``P @ directions.T``, computed once by the caller for all layers."""
-        gamma, _, proj = self._ln_weights(like)
-        W_O = self.model.blocks[layer].attn.W_O.detach().to(like)  # [head, d_head, d_model]
-        if ln_mode == "center":
+        self,
+        layer: int,
+        ln_mode: LnMode,
+        frozen: _Frozen,
+        directions: Tensor | None = None,
+    ) -> Float[Tensor, "channel head d_head out"]:
+        """Per-head output matrices folded with each readout channel's ``M_g`` (and with
+        ``directions`` ``[k, d_embed]`` when given)."""
+        W_O = self.model.blocks[layer].attn.W_O.detach().to(frozen.z)  # [head, d_head, d_model]
+        if ln_mode == "center" and frozen.lin.centers:
             W_O = W_O - W_O.mean(-1, keepdim=True)
-        return (W_O * gamma) @ (proj if right is None else right)
+        M = frozen.lin.M if directions is None else frozen.lin.M @ directions.T
+        return torch.einsum("hed,gdf->ghef", W_O, M)
 
     def _head_constant(
         self, layer: int, frozen: _Frozen, ln_mode: LnMode, per: int
     ) -> Float[Tensor, "batch d_embed"] | None:
-        """Split mode: the share of b_O, mu and beta that each of ``per`` attention terms of
-        ``layer`` carries; ``None`` in centre mode (b_O is the layer's separate bias share)."""
+        """Split mode: the share of b_O, the norm's mean and the biases that each of ``per``
+        attention terms of ``layer`` carries; ``None`` in centre mode (b_O is the layer's
+        separate bias share)."""
         if ln_mode == "center":
             return None
         b_O = self.model.blocks[layer].attn.b_O.detach().to(frozen.z)
         c = b_O.expand_as(frozen.z)
         return self._map_term(c, frozen, "split", self._split_share()) / per
 
-    def _attention_rows(self, layer: int) -> tuple[Tensor, Tensor]:
-        """Class-token attention row ``[batch, head, pos]`` and values
-        ``[batch, pos, head, d_head]``."""
-        pattern = self._get(f"blocks.{layer}.attn.hook_pattern")[:, :, 0, :]
-        values = self._get(f"blocks.{layer}.attn.hook_v")
-        return pattern, values
+    def _effective_rows(self, layer: int, frozen: _Frozen) -> tuple[Tensor, Tensor]:
+        """Pattern rows weighted by the readout, ``R[b, g, h, i] = sum_q w[b, g, q] A[b, h, q, i]``
+        ``[batch, channel, head, pos]``, and values ``[batch, pos, head, d_head]``."""
+        pattern = self._rows(f"blocks.{layer}.attn.hook_pattern", pos_dim=2)
+        rows = torch.einsum("bgq,bhqk->bghk", frozen.lin.w, pattern)
+        return rows, self._values(layer)
 
     def _check_directions(self, directions: Tensor | None, like: Tensor) -> Tensor | None:
         if directions is None:
@@ -231,41 +289,46 @@ class ActivationCache(_TLActivationCache):
     def decompose_layers(
         self, ln_mode: LnMode = "center", normalize: bool = False, return_labels: bool = True
     ) -> (
-        tuple[Float[Tensor, "component batch d_embed"], list[str]]
+        tuple[Float[Tensor, "component batch d_embed"], list[ComponentId]]
         | Float[Tensor, "component batch d_embed"]
     ):
-        """Split the image embedding into the direct effects of the embedding, every attention
-        layer, every MLP and the final LayerNorm's bias.
+        """Split the output into the direct effects of the embedding, every attention layer,
+        every MLP, an attention-pooling head's MLP (if any) and the biases after the last block.
 
-        The components sum to the image embedding exactly (up to float rounding).
+        The components sum to the model's output exactly (up to float rounding).
 
         Args:
             ln_mode: ``"center"`` or ``"split"`` (see the module docstring).
-            normalize: Divide by the embedding's norm, so the terms sum to the unit embedding.
-            return_labels: Also return the component labels.
+            normalize: Divide by the output's norm, so the terms sum to the unit output.
+            return_labels: Also return the component ids.
 
         Returns:
             ``[component, batch, d_embed]`` with components ``embed, L0_attn, L0_mlp, ...,
-            bias`` (``bias`` is zero in split mode), and the labels if asked.
+            [readout_mlp,] bias`` (``bias`` is zero in split mode), and their
+            :class:`ComponentId` labels (strings with ``kind``, ``layer``, ``head`` attributes).
 
         Example:
             >>> terms, labels = cache.decompose_layers(ln_mode="split")  # doctest: +SKIP
-            >>> terms.sum(0)  # == the image embedding  # doctest: +SKIP
+            >>> terms.sum(0)  # == the model's output  # doctest: +SKIP
+            >>> labels[1].kind, labels[1].layer  # doctest: +SKIP
+            ('attn', 0)
         """
         self._check_mode(ln_mode)
         frozen = self._frozen()
         share = self._split_share()
-        terms = [self._map_term(self._cls("blocks.0.hook_resid_pre"), frozen, ln_mode, share)]
-        labels = ["embed"]
+        terms = [self._map_term(self._rows("blocks.0.hook_resid_pre"), frozen, ln_mode, share)]
+        labels = [ComponentId("embed")]
         for layer in range(self._cfg.n_layers):
             for kind, hook in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
-                c = self._cls(f"blocks.{layer}.{hook}")
+                c = self._rows(f"blocks.{layer}.{hook}")
                 terms.append(self._map_term(c, frozen, ln_mode, share))
-                labels.append(f"L{layer}_{kind}")
-        _, beta, proj = self._ln_weights(frozen.z)
-        bias = (beta @ proj).expand_as(terms[0])
+                labels.append(ComponentId(kind, layer))
+        if frozen.lin.nonlinear is not None:
+            terms.append(frozen.lin.nonlinear)
+            labels.append(ComponentId("readout_mlp"))
+        bias = frozen.lin.const.expand_as(terms[0])
         terms.append(bias if ln_mode == "center" else torch.zeros_like(bias))
-        labels.append("bias")
+        labels.append(ComponentId("bias"))
         out = self._out(self._finish(torch.stack(terms), frozen, normalize, batch_dim=1), 1)
         return (out, labels) if return_labels else out
 
@@ -283,7 +346,7 @@ class ActivationCache(_TLActivationCache):
         Args:
             layers: Layer indices (negative allowed) in the order wanted; default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the embedding's norm.
+            normalize: Divide by the output's norm.
 
         Returns:
             ``[batch, layer, head, d_embed]`` (``layer`` indexes ``layers``).
@@ -295,17 +358,16 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         per_layer = []
-        gamma, _, proj = self._ln_weights(frozen.z)
         for layer in self._layer_indices(layers):
-            pattern, values = self._attention_rows(layer)
-            z_cls = torch.einsum("bhp,bphe->bhe", pattern, values)  # [batch, head, d_head]
-            # Each head's output in the residual stream, then through the frozen LayerNorm and P:
-            # for batch x head rows this is cheaper than folding the head x d_head weight rows.
-            W_O = self.model.blocks[layer].attn.W_O.detach().to(z_cls)
-            c = torch.einsum("bhe,hed->bhd", z_cls, W_O)  # [batch, head, d_model]
-            if ln_mode == "center":
+            rows, values = self._effective_rows(layer, frozen)
+            z = torch.einsum("bghk,bkhe->bghe", rows, values)  # [batch, channel, head, d_head]
+            # Each head's output in the residual stream, then through the readout: for
+            # batch x head rows this is cheaper than folding the head x d_head weight rows.
+            W_O = self.model.blocks[layer].attn.W_O.detach().to(z)
+            c = torch.einsum("bghe,hed->bghd", z, W_O)  # [batch, channel, head, d_model]
+            if ln_mode == "center" and frozen.lin.centers:
                 c = c - c.mean(-1, keepdim=True)
-            heads = (c * (gamma / frozen.sigma[:, None, None])) @ proj
+            heads = torch.einsum("bghd,gde->bhe", c, frozen.lin.M)
             constant = self._head_constant(layer, frozen, ln_mode, per=self._cfg.n_heads)
             if constant is not None:
                 heads = heads + constant[:, None]
@@ -321,7 +383,7 @@ class ActivationCache(_TLActivationCache):
     ) -> Float[Tensor, "batch layer d_embed"]:
         """Each attention layer's bias share: the part of ``L{l}_attn`` owned by no head.
 
-        In centre mode this is ``b_O`` through the frozen LayerNorm (centred); in split mode
+        In centre mode this is ``b_O`` through the frozen readout (centred); in split mode
         ``b_O`` is already spread over the heads and tokens, so it is zero.
 
         Example:
@@ -338,6 +400,16 @@ class ActivationCache(_TLActivationCache):
         out = torch.stack(per_layer, dim=1)
         return self._out(self._finish(out, frozen, normalize, batch_dim=0))
 
+    def token_names(self) -> list[str]:
+        """A name per position of :meth:`decompose_tokens`: ``cls``, ``dist``, ``reg{i}``,
+        ``patch{i}`` (the model's ``readout.position_names()``).
+
+        Example:
+            >>> cache.token_names()[:2]  # doctest: +SKIP
+            ['cls', 'patch0']
+        """
+        return self.model.readout.position_names()
+
     def decompose_tokens(
         self,
         layers: int | Sequence[int] | None = None,
@@ -345,31 +417,33 @@ class ActivationCache(_TLActivationCache):
         normalize: bool = False,
     ) -> Float[Tensor, "batch pos d_embed"]:
         """Direct effect of every source token through the attention layers, summed over the
-        selected layers and all heads (``pos = 0`` is the class token).
+        selected layers and all heads. Positions follow the token sequence (prefix tokens, then
+        patches; :meth:`token_names` names them, ``model.readout.patch_positions`` selects the
+        patches).
 
         Summed over ``pos`` this equals :meth:`decompose_heads` summed over layers and heads.
 
         Args:
             layers: Layer indices (negative allowed); default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the embedding's norm.
+            normalize: Divide by the output's norm.
 
         Returns:
             ``[batch, pos, d_embed]``.
 
         Example:
             >>> tokens = cache.decompose_tokens(layers=range(-4, 0))  # doctest: +SKIP
-            >>> patch_scores = tokens[:, 1:] @ text_embedding  # doctest: +SKIP
+            >>> patches = tokens[:, model.readout.patch_positions]  # doctest: +SKIP
         """
         self._check_mode(ln_mode)
         frozen = self._frozen()
         total = None
         for layer in self._layer_indices(layers):
-            pattern, values = self._attention_rows(layer)
-            W = self._head_weights(layer, ln_mode, values)  # [head, d_head, d_embed]
-            weighted = values * pattern.transpose(1, 2)[..., None]  # [batch, pos, head, d_head]
-            term = weighted.flatten(2) @ W.flatten(0, 1)  # [batch, pos, d_embed]
-            term = term / frozen.sigma[:, None, None]
+            rows, values = self._effective_rows(layer, frozen)
+            W = self._head_weights(layer, ln_mode, frozen)  # [channel, head, d_head, d_embed]
+            # [batch, pos, channel, head, d_head], contracted with W over (channel, head, d_head)
+            weighted = values[:, :, None] * rows.permute(0, 3, 1, 2)[..., None]
+            term = weighted.flatten(2) @ W.flatten(0, 2)  # [batch, pos, d_embed]
             constant = self._head_constant(layer, frozen, ln_mode, per=values.shape[1])
             if constant is not None:
                 term = term + constant[:, None]
@@ -395,7 +469,7 @@ class ActivationCache(_TLActivationCache):
                 ``[batch, layer, head, pos, d_embed]`` tensor (large: use ``layers``).
             layers: Layer indices (negative allowed); default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the embedding's norm.
+            normalize: Divide by the output's norm.
 
         Returns:
             ``[batch, layer, head, pos, k]`` or ``[batch, layer, head, pos, d_embed]``.
@@ -411,23 +485,57 @@ class ActivationCache(_TLActivationCache):
         cfg = self._cfg
         batch = frozen.z.shape[0]
         width = cfg.d_embed if directions is None else directions.shape[0]
-        out = frozen.z.new_empty(batch, len(layer_ids), cfg.n_heads, cfg.n_pos, width)
-        right = None if directions is None else self._ln_weights(frozen.z)[2] @ directions.T
+        out = frozen.z.new_zeros(batch, len(layer_ids), cfg.n_heads, cfg.n_pos, width)
+        differentiable = frozen.z.requires_grad and torch.is_grad_enabled()
         for slot, layer in enumerate(layer_ids):
-            pattern, values = self._attention_rows(layer)
-            W = self._head_weights(layer, ln_mode, values, right)  # [head, d_head, width]
-            weighted = values * (
-                pattern.transpose(1, 2)[..., None] / frozen.sigma[:, None, None, None]
-            )
-            weighted = weighted.permute(0, 2, 1, 3)  # [batch, head, pos, d_head]
-            if weighted.requires_grad and torch.is_grad_enabled():
-                out[:, slot] = weighted @ W  # differentiable (out= variants are not)
-            else:
-                for b in range(batch):  # out[b, slot] is contiguous: no temporary, no copy
-                    torch.bmm(weighted[b], W, out=out[b, slot])
+            rows, values = self._effective_rows(layer, frozen)
+            W = self._head_weights(layer, ln_mode, frozen, directions)  # [g, head, d_head, out]
+            values = values.permute(0, 2, 1, 3)  # [batch, head, pos, d_head]
+            for g in range(W.shape[0]):
+                weighted = values * rows[:, g, :, :, None]  # [batch, head, pos, d_head]
+                if differentiable:
+                    out[:, slot] = out[:, slot] + weighted @ W[g]  # out= variants lack grad
+                elif g == 0:
+                    for b in range(batch):  # out[b, slot] is contiguous: no temporary copy
+                        torch.bmm(weighted[b], W[g], out=out[b, slot])
+                else:
+                    for b in range(batch):
+                        out[b, slot].baddbmm_(weighted[b], W[g])
             constant = self._head_constant(layer, frozen, ln_mode, per=cfg.n_heads * cfg.n_pos)
             if constant is not None:
                 if directions is not None:
                     constant = constant @ directions.T
                 out[:, slot] += constant[:, None, None]
         return self._out(self._finish(out, frozen, normalize, batch_dim=0))
+
+
+class ComponentId(str):
+    """A typed component label: a string (``"embed"``, ``"L3_attn"``, ``"L3_mlp"``, ``"L3H5"``,
+    ``"readout_mlp"``, ``"bias"``) that also carries ``kind``, ``layer`` and ``head``, so code can
+    select components without parsing labels.
+
+    Example:
+        >>> cid = ComponentId("attn", 3)
+        >>> cid, cid.kind, cid.layer, cid.head
+        ('L3_attn', 'attn', 3, None)
+        >>> ComponentId("head", 2, 1)
+        'L2H1'
+    """
+
+    kind: str
+    layer: int | None
+    head: int | None
+
+    def __new__(cls, kind: str, layer: int | None = None, head: int | None = None):
+        if kind in ("attn", "mlp", "attn_bias"):
+            label = f"L{layer}_{kind}"
+        elif kind == "head":
+            label = f"L{layer}H{head}"
+        else:
+            label = kind
+        obj = super().__new__(cls, label)
+        obj.kind, obj.layer, obj.head = kind, layer, head
+        return obj
+
+    def __reduce__(self):
+        return (ComponentId, (self.kind, self.layer, self.head))

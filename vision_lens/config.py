@@ -7,15 +7,23 @@ from typing import Literal
 
 import torch
 
-ActFn = Literal["gelu", "gelu_tanh", "quick_gelu"]
+ActFn = Literal["gelu", "gelu_tanh", "quick_gelu", "silu", "relu"]
+NormType = Literal["LN", "RMS"]
+ReadoutKind = Literal["cls", "avg", "cls_dist", "map"]
+ACT_FNS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
+NORM_TYPES = ("LN", "RMS")
+READOUTS = ("cls", "avg", "cls_dist", "map")
 
 
 @dataclass
 class HookedViTConfig:
-    """Architecture of a CLIP-style ViT image tower with class-token pooling.
+    """Architecture of a plain ViT: open_clip, timm or Hugging Face towers alike.
 
-    Every number is read from the converted model itself (never guessed from a model name), so a
-    config always describes the weights it came with.
+    Every field is read from the converted model itself (never guessed from a model name), so a
+    config always describes the weights it came with. The token sequence is
+    ``[class token?, distillation token?, register tokens..., patches...]``; the ``readout``
+    says how the output is made from the final residual stream (see
+    :class:`vision_lens.Readout`).
 
     Attributes:
         n_layers: Number of transformer blocks.
@@ -26,12 +34,31 @@ class HookedViTConfig:
         d_embed: Width of the final image embedding (after the projection).
         image_size: Input height and width in pixels.
         patch_size: Patch height and width in pixels.
-        act_fn: ``"gelu"`` (exact erf), ``"gelu_tanh"`` or ``"quick_gelu"`` (OpenAI CLIP).
-        eps: LayerNorm epsilon, shared by all LayerNorms of the tower.
-        ln_pre: Whether a LayerNorm is applied to the embeddings before the first block.
-        final_ln_after_pool: Recorded from open_clip; with class-token pooling applying the final
-            LayerNorm before or after pooling gives the same embedding, so it does not change the
-            computation.
+        act_fn: ``"gelu"`` (exact erf), ``"gelu_tanh"``, ``"quick_gelu"`` (OpenAI CLIP),
+            ``"silu"`` or ``"relu"``.
+        eps: Norm epsilon, shared by all norms of the tower.
+        ln_pre: Whether a norm is applied to the embeddings before the first block.
+        final_ln_after_pool: Apply the final norm (``ln_final``) after pooling (timm's
+            ``fc_norm``, open_clip's ``final_ln_after_pool``) rather than to every token before
+            it. With class-token pooling both give the same output.
+        class_token: Whether the sequence starts with a learned class token.
+        dist_token: Whether a distillation token follows it (DeiT distilled).
+        n_registers: Number of register tokens after the class/distillation tokens (DINOv2-reg).
+        patch_bias: Whether the patch embedding has a bias.
+        norm_type: ``"LN"`` (LayerNorm) or ``"RMS"`` (RMSNorm, no centring).
+        qk_norm: Whether queries and keys are normalised per head (timm ``qk_norm``).
+        gated_mlp: SwiGLU-style MLP: ``act(x W_gate) * (x W_in)`` (DINOv2-giant, EVA02).
+        readout: How the output is read from the final residual stream: ``"cls"`` (class token),
+            ``"avg"`` (mean over patch tokens), ``"cls_dist"`` (class and distillation tokens
+            averaged, DeiT distilled) or ``"map"`` (attention pooling by a learned query,
+            SigLIP's MAP head).
+        readout_n_heads: Heads of the attention-pooling head (``"map"`` only).
+        readout_d_mlp: Hidden width of the attention-pooling head's MLP (``"map"`` only).
+        readout_act_fn: Activation of that MLP.
+        dist_head: ``"cls_dist"`` only: the distillation token has its own output projection
+            (``readout.W_dist``, ``readout.b_dist``), averaged with ``W_proj``'s.
+        proj_bias: Whether the output projection (``W_proj``) has a bias ``b_proj`` (a timm or
+            Hugging Face classifier head).
         model_name: Free-form provenance (open_clip name and pretrained tag), for display only.
         dtype: Parameter dtype.
 
@@ -54,6 +81,19 @@ class HookedViTConfig:
     eps: float = 1e-5
     ln_pre: bool = True
     final_ln_after_pool: bool = False
+    class_token: bool = True
+    dist_token: bool = False
+    n_registers: int = 0
+    patch_bias: bool = False
+    norm_type: NormType = "LN"
+    qk_norm: bool = False
+    gated_mlp: bool = False
+    readout: ReadoutKind = "cls"
+    readout_n_heads: int | None = None
+    readout_d_mlp: int | None = None
+    readout_act_fn: ActFn | None = None
+    dist_head: bool = False
+    proj_bias: bool = False
     model_name: str = "custom"
     dtype: torch.dtype = torch.float32
     # TransformerLens' ActivationCache reads these two; a ViT block always has both sublayers.
@@ -78,10 +118,39 @@ class HookedViTConfig:
                     f"image_size {self.image_size} is not a multiple of patch_size "
                     f"{self.patch_size} along {axis}."
                 )
-        if self.act_fn not in ("gelu", "gelu_tanh", "quick_gelu"):
+        for name, value, allowed in (
+            ("act_fn", self.act_fn, ACT_FNS),
+            ("norm_type", self.norm_type, NORM_TYPES),
+            ("readout", self.readout, READOUTS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}.")
+        if self.n_registers < 0:
+            raise ValueError(f"n_registers must be >= 0, got {self.n_registers}.")
+        if self.readout in ("cls", "cls_dist") and not self.class_token:
+            raise ValueError(f"readout={self.readout!r} needs a class token (class_token=True).")
+        if self.readout == "cls_dist" and not self.dist_token:
+            raise ValueError("readout='cls_dist' needs a distillation token (dist_token=True).")
+        if self.dist_head and self.readout != "cls_dist":
+            raise ValueError("dist_head=True only applies to readout='cls_dist'.")
+        if self.final_ln_after_pool and (self.readout == "map" or self.dist_head):
             raise ValueError(
-                f"act_fn={self.act_fn!r} is not supported; use 'gelu', 'gelu_tanh' or 'quick_gelu'."
+                "final_ln_after_pool=True is only defined for readouts that pool to one vector "
+                "('cls', 'avg', 'cls_dist' without dist_head)."
             )
+        if self.readout == "avg" and self.n_patches == 0:
+            raise ValueError("readout='avg' needs at least one patch.")
+        if self.readout == "map":
+            self.readout_n_heads = self.readout_n_heads or self.n_heads
+            self.readout_d_mlp = self.readout_d_mlp or self.d_mlp
+            self.readout_act_fn = self.readout_act_fn or self.act_fn
+            if self.d_model % self.readout_n_heads:
+                raise ValueError(
+                    f"d_model={self.d_model} is not divisible by readout_n_heads="
+                    f"{self.readout_n_heads}."
+                )
+            if self.readout_act_fn not in ACT_FNS:
+                raise ValueError(f"readout_act_fn={self.readout_act_fn!r}; use one of {ACT_FNS}.")
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -98,9 +167,14 @@ class HookedViTConfig:
         return rows * cols
 
     @property
+    def n_prefix(self) -> int:
+        """Tokens before the patches: class, distillation and register tokens."""
+        return int(self.class_token) + int(self.dist_token) + self.n_registers
+
+    @property
     def n_pos(self) -> int:
-        """Sequence length: the class token plus one token per patch."""
-        return self.n_patches + 1
+        """Sequence length: the prefix tokens plus one token per patch."""
+        return self.n_patches + self.n_prefix
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict of the config (dtype as a string)."""

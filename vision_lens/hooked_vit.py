@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vision_lens.cache import ActivationCache
-from vision_lens.components import Embed, LayerNorm, TransformerBlock
-from vision_lens.components._hooks import is_hooked
+from vision_lens.components import Embed, TransformerBlock
+from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
+from vision_lens.readout import Readout
+
+if TYPE_CHECKING:
+    from vision_lens.loading.base import LoadedTower
 
 
 class HookedViT(HookedRootModule):
@@ -57,10 +60,16 @@ class HookedViT(HookedRootModule):
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model], class token + patches
         self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
-        self.ln_pre = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else nn.Identity()
+        norm = make_norm
+        self.ln_pre = norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else None
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.ln_final = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.ln_final = norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype)
+        #: Which positions are prefix tokens and patches, and how the output is pooled.
+        self.readout = Readout(cfg)
         self.W_proj = nn.Parameter(torch.empty(cfg.d_model, cfg.d_embed, dtype=cfg.dtype))
+        self.b_proj = (
+            nn.Parameter(torch.zeros(cfg.d_embed, dtype=cfg.dtype)) if cfg.proj_bias else None
+        )
         self.hook_pooled = HookPoint()  # [batch, d_model]
         self.hook_image_embed = HookPoint()  # [batch, d_embed]
         #: The model's image preprocessing (PIL image -> input tensor), set by the loaders.
@@ -138,6 +147,106 @@ class HookedViT(HookedRootModule):
             cls, model, preprocess=preprocess, device=device, dtype=dtype, copy=True
         )
 
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedTower,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> HookedViT:
+        """Build a HookedViT from a loader's ``(config, state_dict, preprocess)``.
+
+        Every loader in :mod:`vision_lens.loading` is a pure function returning a
+        :class:`vision_lens.loading.LoadedTower`; this is the one place a model is built from one.
+        The state dict must match the config exactly (``strict=True``): a missing or extra weight
+        is an error, never a silently random parameter.
+
+        Example:
+            >>> from vision_lens.loading import LoadedTower
+            >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+            ...                       image_size=16, patch_size=8)
+            >>> sd = HookedViT(cfg).init_weights(seed=0).state_dict()
+            >>> HookedViT.from_loaded(LoadedTower(cfg, sd, None)).cfg.n_pos
+            5
+        """
+        cfg, state_dict, preprocess = loaded
+        with torch.device("meta"):
+            model = cls(cfg, preprocess=preprocess)
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model.eval()
+
+    @classmethod
+    def from_timm(
+        cls,
+        name_or_model: str | nn.Module,
+        pretrained: bool | str = False,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **create_kwargs: Any,
+    ) -> HookedViT:
+        """Build a HookedViT from a timm ``VisionTransformer`` (DeiT, DeiT-3, AugReg, DINO,
+        DINOv2 with or without registers, SigLIP, CLIP-in-timm, ...).
+
+        Args:
+            name_or_model: A timm model name or an already built timm model.
+            pretrained: ``True`` for timm's pretrained weights (downloaded on first use), a local
+                checkpoint path, or ``False`` for random weights.
+            device: Target device. dtype: Target dtype.
+            **create_kwargs: Passed to ``timm.create_model`` (``num_classes=0``, ``img_size``,
+                ``global_pool``, ...).
+
+        Returns:
+            A model whose ``model(images)`` equals the timm model's ``model(images)``
+            (features with ``num_classes=0``, logits otherwise).
+
+        Raises:
+            vision_lens.UnsupportedModelError: Not a plain ViT (Swin, convnets, parallel or
+                post-norm blocks, RoPE).
+
+        Example:
+            >>> model = HookedViT.from_timm("vit_small_patch14_reg4_dinov2",
+            ...                             num_classes=0)  # doctest: +SKIP
+        """
+        from vision_lens.loading.timm import load_timm
+
+        loaded = load_timm(name_or_model, pretrained=pretrained, **create_kwargs)
+        return cls.from_loaded(loaded, device=device, dtype=dtype)
+
+    @classmethod
+    def from_hf(
+        cls,
+        name_or_path_or_model: str | nn.Module,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **from_pretrained_kwargs: Any,
+    ) -> HookedViT:
+        """Build a HookedViT from a Hugging Face transformers vision model (CLIP, SigLIP,
+        DINOv2 with or without registers, ViT, DeiT).
+
+        Args:
+            name_or_path_or_model: A hub id, a local directory written by ``save_pretrained``,
+                or a built transformers model.
+            device: Target device. dtype: Target dtype.
+            **from_pretrained_kwargs: Passed to ``from_pretrained``.
+
+        Returns:
+            A model whose ``model(images)`` equals the source's image output
+            (``image_embeds``/``get_image_features`` for CLIP and SigLIP, ``pooler_output`` for
+            DINOv2, ``logits`` for classifiers).
+
+        Example:
+            >>> model = HookedViT.from_hf("facebook/dinov2-small")  # doctest: +SKIP
+        """
+        from vision_lens.loading.hf import load_hf
+
+        loaded = load_hf(name_or_path_or_model, **from_pretrained_kwargs)
+        return cls.from_loaded(loaded, device=device, dtype=dtype)
+
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> HookedViT:
         """Randomly initialise all weights (for tests and examples); LayerNorms get w=1, b=0.
@@ -177,20 +286,13 @@ class HookedViT(HookedRootModule):
         images = self._check_images(images)
         embed = self.hook_embed(self.embed(images))
         pos_embed = self.hook_pos_embed(self.embed.pos_embed(embed.shape[0]))
-        resid = self.ln_pre(embed + pos_embed)
+        resid = embed + pos_embed
+        if self.ln_pre is not None:
+            resid = self.ln_pre(resid)
         for block in self.blocks:
             resid = block(resid)
-        if is_hooked(self.ln_final.hook_scale, self.ln_final.hook_normalized):
-            pooled = self.ln_final(resid)[:, 0]
-        else:
-            # The final LayerNorm acts per token, so with class-token pooling only that token
-            # needs normalising.
-            cls_token = resid[:, 0]
-            pooled = F.layer_norm(
-                cls_token, (cls_token.shape[-1],), self.ln_final.w, self.ln_final.b, self.cfg.eps
-            )
-        pooled = self.hook_pooled(pooled)
-        return self.hook_image_embed(pooled @ self.W_proj)
+        pooled = self.hook_pooled(self.readout.pool(resid, self.ln_final))
+        return self.hook_image_embed(self.readout.project(pooled, self.W_proj, self.b_proj))
 
     def _check_images(self, images: Any) -> Tensor:
         if not isinstance(images, Tensor):
@@ -270,6 +372,8 @@ class HookedViT(HookedRootModule):
                 prefix + "hook_mlp_out",
             ]
         names.append(f"blocks.{self.cfg.n_layers - 1}.hook_resid_post")
+        if self.cfg.readout == "map":
+            names += ["readout.attn.hook_pattern", "readout.hook_mlp_out"]
         return names
 
     def run_with_decomposition_cache(
@@ -279,11 +383,12 @@ class HookedViT(HookedRootModule):
     ) -> tuple[Float[Tensor, "batch d_embed"], ActivationCache]:
         """Forward pass that caches exactly what the decompositions need, and no more.
 
-        Values ``blocks.L.attn.hook_v`` are kept whole (every source token); every other entry
-        keeps only the class-token row: attention patterns are stored as
-        ``[batch, head, 1, key_pos]`` (the class token's query) and the residual-stream entries
-        as ``[batch, 1, d]``, as if sliced with TransformerLens' ``pos_slice=0``. That is about
-        ``n_pos`` times less memory than caching full patterns.
+        Values ``blocks.L.attn.hook_v`` are kept whole (every source token); every other
+        per-position entry keeps only the rows of the positions the readout reads
+        (``model.readout.query_positions``): for a class-token readout, attention patterns are
+        stored as ``[batch, head, 1, key_pos]`` and residual-stream entries as ``[batch, 1, d]``,
+        about ``n_pos`` times less memory than caching full patterns. Average and
+        attention-pooling readouts read every patch, so their patterns are kept whole.
 
         Args:
             images: Preprocessed images ``[batch, 3, H, W]``.
@@ -305,17 +410,21 @@ class HookedViT(HookedRootModule):
             True
         """
         store: dict[str, Tensor] = {}
+        rows = self.readout.query_positions
 
         def save(tensor: Tensor, hook: HookPoint) -> None:
-            if hook.name.endswith("hook_v"):
+            name = hook.name
+            if name.endswith("hook_v") or name.startswith("readout."):
                 kept = tensor
-            elif hook.name.endswith("hook_pattern"):
-                kept = tensor[:, :, :1]
-            else:
-                kept = tensor[:, :1]
+            elif name.endswith("hook_pattern"):
+                kept = tensor[:, :, rows]
+            elif tensor.dim() == 3:  # per-position entries [batch, pos, d]
+                kept = tensor[:, rows]
+            else:  # ln_final.hook_scale of a norm applied after pooling: [batch, 1]
+                kept = tensor
             # A copy, not a view: a slice (and hook_v, a view of the fused qkv) would keep the
             # whole activation's storage alive.
-            store[hook.name] = kept.detach().to(device or kept.device, copy=True)
+            store[name] = kept.detach().to(device or kept.device, copy=True)
 
         fwd_hooks = [(name, save) for name in self.decomposition_hooks()]
         with torch.no_grad():
@@ -393,7 +502,7 @@ class HookedViT(HookedRootModule):
 
     @property
     def W_pos(self) -> Float[Tensor, "pos d_model"]:
-        """Position embeddings, class token first."""
+        """Position embeddings of every token, prefix tokens first."""
         return self.embed.W_pos
 
     @property

@@ -18,8 +18,12 @@ def is_hooked(*hook_points: HookPoint) -> bool:
         _torch_module._global_forward_hooks
         or _torch_module._global_backward_hooks
         or _torch_module._global_forward_pre_hooks
+        or getattr(_torch_module, "_global_backward_pre_hooks", None)
     ):
         return True
+    # Backward pre-hooks count too: a fused path never calls the hook point, so a gradient hook
+    # of any kind would silently never fire.
     return any(
-        hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks for hp in hook_points
+        hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks or hp._backward_pre_hooks
+        for hp in hook_points
     )

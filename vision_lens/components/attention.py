@@ -11,11 +11,13 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from vision_lens.components._hooks import is_hooked
+from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 
 
 class Attention(nn.Module):
-    """Bidirectional multi-head self-attention over all tokens.
+    """Bidirectional multi-head attention over all tokens (self-attention in the blocks; with
+    ``query=`` given, cross-attention from learned queries, as in an attention-pooling head).
 
     Weights are stored in the layout torch's fused kernels take: ``qkv_weight``
     ``[3, head, d_head, d_model]`` (viewed as one ``[3 * d_model, d_model]`` matrix, exactly
@@ -23,7 +25,9 @@ class Attention(nn.Module):
     ``[d_model, head * d_head]``. The TransformerLens-shaped ``W_Q, W_K, W_V``
     ``[head, d_model, d_head]``, ``b_Q, b_K, b_V`` ``[head, d_head]`` and ``W_O``
     ``[head, d_head, d_model]`` are views of those parameters, so editing a view in place edits
-    the model. Layer scale is folded into ``out_weight`` and ``b_O``.
+    the model. Layer scale is folded into ``out_weight`` and ``b_O``. With ``qk_norm`` the
+    queries and keys of each head are normalised over ``d_head`` (submodules ``q_norm`` and
+    ``k_norm``, each with its own ``hook_scale``/``hook_normalized``) before the dot product.
 
     Hook points:
         hook_q, hook_k, hook_v: ``[batch, pos, head, d_head]``.
@@ -45,17 +49,25 @@ class Attention(nn.Module):
         (torch.Size([2, 16, 8]), torch.Size([2, 8, 16]))
     """
 
-    def __init__(self, cfg: HookedViTConfig):
+    def __init__(
+        self,
+        cfg: HookedViTConfig,
+        n_heads: int | None = None,
+        qk_norm: bool | None = None,
+    ):
         super().__init__()
-        self.n_heads = cfg.n_heads
-        self.d_head = cfg.d_head
-        d_inner = cfg.n_heads * cfg.d_head
-        self.qkv_weight = nn.Parameter(
-            torch.empty(3, cfg.n_heads, cfg.d_head, cfg.d_model, dtype=cfg.dtype)
-        )
-        self.qkv_bias = nn.Parameter(torch.zeros(3, cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
+        self.n_heads = n_heads or cfg.n_heads
+        self.d_head = cfg.d_head if n_heads is None else cfg.d_model // n_heads
+        d_inner = self.n_heads * self.d_head
+        shape = (self.n_heads, self.d_head)
+        self.qkv_weight = nn.Parameter(torch.empty(3, *shape, cfg.d_model, dtype=cfg.dtype))
+        self.qkv_bias = nn.Parameter(torch.zeros(3, *shape, dtype=cfg.dtype))
         self.out_weight = nn.Parameter(torch.empty(cfg.d_model, d_inner, dtype=cfg.dtype))
         self.b_O = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.qk_norm = cfg.qk_norm if qk_norm is None else qk_norm
+        if self.qk_norm:
+            self.q_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
+            self.k_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head, d_head]
@@ -95,7 +107,13 @@ class Attention(nn.Module):
         return self.out_weight.T.reshape(self.n_heads, self.d_head, -1)
 
     def _hook_points(self) -> tuple[HookPoint, ...]:
-        return (
+        norms = (
+            (self.q_norm.hook_scale, self.q_norm.hook_normalized)
+            + (self.k_norm.hook_scale, self.k_norm.hook_normalized)
+            if self.qk_norm
+            else ()
+        )
+        return norms + (
             self.hook_q,
             self.hook_k,
             self.hook_v,
@@ -105,17 +123,36 @@ class Attention(nn.Module):
             self.hook_result,
         )
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def _qkv(
+        self, x: Tensor, query: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:  # each [batch, pos, head, d_head]
         batch, pos, _ = x.shape
-        qkv = F.linear(x, self.qkv_weight.flatten(0, 2), self.qkv_bias.flatten())
-        qkv = qkv.view(batch, pos, 3, self.n_heads, self.d_head)
+        if query is None:
+            qkv = F.linear(x, self.qkv_weight.flatten(0, 2), self.qkv_bias.flatten())
+            return qkv.view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
+        q = F.linear(query, self.qkv_weight[0].flatten(0, 1), self.qkv_bias[0].flatten())
+        kv = F.linear(x, self.qkv_weight[1:].flatten(0, 2), self.qkv_bias[1:].flatten())
+        k, v = kv.view(batch, pos, 2, self.n_heads, self.d_head).unbind(2)
+        return q.view(batch, query.shape[1], self.n_heads, self.d_head), k, v
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        query: Float[Tensor, "batch query_pos d_model"] | None = None,
+    ) -> Float[Tensor, "batch query_pos d_model"]:
+        """Attention output ``[batch, query_pos, d_model]``; ``query_pos = pos`` unless ``query``
+        (inputs of learned queries, for attention pooling) is given."""
+        q, k, v = self._qkv(x, query)
         if not is_hooked(*self._hook_points()):
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, head, pos, d_head]
+            if self.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # each [batch, head, pos, d_head]
             z = F.scaled_dot_product_attention(q, k, v)
             return F.linear(z.transpose(1, 2).flatten(2), self.out_weight, self.b_O)
 
-        q, k, v = qkv.unbind(2)  # each [batch, pos, head, d_head]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(scores.softmax(dim=-1))

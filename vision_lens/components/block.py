@@ -7,13 +7,13 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from vision_lens.components.attention import Attention
-from vision_lens.components.layer_norm import LayerNorm
+from vision_lens.components.layer_norm import make_norm
 from vision_lens.components.mlp import MLP
 from vision_lens.config import HookedViTConfig
 
 
 class TransformerBlock(nn.Module):
-    """A pre-LN block: attention then MLP, each reading a LayerNorm of the residual stream.
+    """A pre-norm block: attention then MLP, each reading a norm of the residual stream.
 
     ``resid_mid = resid_pre + attn(ln1(resid_pre))`` and
     ``resid_post = resid_mid + mlp(ln2(resid_mid))``.
@@ -34,9 +34,9 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: HookedViTConfig):
         super().__init__()
-        self.ln1 = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.ln1 = make_norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype)
         self.attn = Attention(cfg)
-        self.ln2 = LayerNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.ln2 = make_norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype)
         self.mlp = MLP(cfg)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]

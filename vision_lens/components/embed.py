@@ -1,4 +1,4 @@
-"""Patch, class-token and position embeddings of a ViT."""
+"""Patch, prefix-token and position embeddings of a ViT."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vision_lens.config import HookedViTConfig
 
 
 class Embed(nn.Module):
-    """Turns images into the token sequence ``[class token, patch_1, ..., patch_N]``.
+    """Turns images into the token sequence ``[cls?, dist?, registers..., patch_1, ..., patch_N]``.
 
     ``forward`` returns the token embeddings without positions; :meth:`pos_embed` gives the
     position embeddings. The model adds the two, so that its top-level ``hook_embed`` and
@@ -19,31 +19,54 @@ class Embed(nn.Module):
 
     Attributes:
         W_E: ``[d_model, 3, patch_h, patch_w]``, the patch projection in convolution layout.
-        cls_token: ``[d_model]``, the learned class-token embedding.
-        W_pos: ``[pos, d_model]``, learned position embeddings (class token first).
+        b_E: ``[d_model]``, its bias (only when ``cfg.patch_bias``).
+        cls_token: ``[d_model]``, the learned class-token embedding (when ``cfg.class_token``).
+        dist_token: ``[d_model]``, the distillation token (when ``cfg.dist_token``).
+        registers: ``[n_registers, d_model]``, register tokens (when ``cfg.n_registers``).
+        W_pos: ``[pos, d_model]``, learned position embeddings of every token; the rows of
+            prefix tokens that the source model gives no position (timm's ``no_embed_class``,
+            registers) are zero, so one shape serves every family.
 
     Example:
         >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8)
+        ...                       image_size=16, patch_size=8, n_registers=2)
         >>> Embed(cfg)(torch.randn(2, 3, 16, 16)).shape
-        torch.Size([2, 5, 16])
+        torch.Size([2, 7, 16])
     """
 
     def __init__(self, cfg: HookedViTConfig):
         super().__init__()
         self.patch_size = cfg.patch_size
-        self.W_E = nn.Parameter(torch.empty(cfg.d_model, 3, *cfg.patch_size, dtype=cfg.dtype))
-        self.cls_token = nn.Parameter(torch.empty(cfg.d_model, dtype=cfg.dtype))
-        self.W_pos = nn.Parameter(torch.empty(cfg.n_pos, cfg.d_model, dtype=cfg.dtype))
+        d, dtype = cfg.d_model, cfg.dtype
+        self.W_E = nn.Parameter(torch.empty(d, 3, *cfg.patch_size, dtype=dtype))
+        self.b_E = nn.Parameter(torch.zeros(d, dtype=dtype)) if cfg.patch_bias else None
+        if cfg.class_token:
+            self.cls_token = nn.Parameter(torch.empty(d, dtype=dtype))
+        if cfg.dist_token:
+            self.dist_token = nn.Parameter(torch.empty(d, dtype=dtype))
+        if cfg.n_registers:
+            self.registers = nn.Parameter(torch.empty(cfg.n_registers, d, dtype=dtype))
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_pos, d, dtype=dtype))
+
+    def prefix(self) -> Float[Tensor, "n_prefix d_model"] | None:
+        """The prefix tokens in sequence order, or ``None`` if there are none."""
+        parts = [
+            getattr(self, name)[None] for name in ("cls_token", "dist_token") if hasattr(self, name)
+        ]
+        if hasattr(self, "registers"):
+            parts.append(self.registers)
+        return torch.cat(parts) if parts else None
 
     def forward(
         self, images: Float[Tensor, "batch 3 height width"]
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Patch embeddings with the class token at position 0 (no position embeddings)."""
-        patches = F.conv2d(images, self.W_E, stride=self.patch_size)  # [batch, d, rows, cols]
-        patches = patches.flatten(2).transpose(1, 2)
-        cls = self.cls_token.expand(patches.shape[0], 1, -1)
-        return torch.cat([cls, patches], dim=1)
+        """Prefix tokens then patch embeddings (no position embeddings)."""
+        patches = F.conv2d(images, self.W_E, self.b_E, stride=self.patch_size)
+        patches = patches.flatten(2).transpose(1, 2)  # [batch, n_patches, d_model]
+        prefix = self.prefix()
+        if prefix is None:
+            return patches
+        return torch.cat([prefix.expand(patches.shape[0], -1, -1), patches], dim=1)
 
     def pos_embed(self, batch: int) -> Float[Tensor, "batch pos d_model"]:
         """The position embeddings, broadcast (not copied) over ``batch``."""

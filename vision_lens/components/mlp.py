@@ -20,11 +20,16 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "quick_gelu": quick_gelu,
+    "silu": F.silu,
+    "relu": F.relu,
 }
 
 
 class MLP(nn.Module):
-    """Two linear maps with an activation between them.
+    """Two linear maps with an activation between them, or a gated (SwiGLU-style) MLP.
+
+    Plain: ``post = act(x W_in + b_in)``; gated (``cfg.gated_mlp``):
+    ``post = act(x W_gate + b_gate) * (x W_in + b_in)``; then ``out = post W_out + b_out``.
 
     Weights are stored in torch's ``[out, in]`` layout (``in_weight``, ``out_weight``) so the
     forward pass is two fused ``F.linear`` calls; ``W_in`` ``[d_model, d_mlp]`` and ``W_out``
@@ -32,8 +37,9 @@ class MLP(nn.Module):
     model has it, is already folded into ``out_weight`` and ``b_out``.
 
     Hook points:
-        hook_pre: ``[batch, pos, d_mlp]``, pre-activation.
-        hook_post: ``[batch, pos, d_mlp]``, post-activation.
+        hook_pre: ``[batch, pos, d_mlp]``, pre-activation (of the gate, for a gated MLP).
+        hook_pre_linear: ``[batch, pos, d_mlp]``, the linear branch (gated MLP only).
+        hook_post: ``[batch, pos, d_mlp]``, post-activation (times the linear branch if gated).
 
     Example:
         >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
@@ -42,12 +48,24 @@ class MLP(nn.Module):
         torch.Size([16, 32])
     """
 
-    def __init__(self, cfg: HookedViTConfig):
+    def __init__(
+        self,
+        cfg: HookedViTConfig,
+        d_mlp: int | None = None,
+        act_fn: str | None = None,
+        gated: bool | None = None,
+    ):
         super().__init__()
-        self.act = ACTIVATIONS[cfg.act_fn]
-        self.in_weight = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
-        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
-        self.out_weight = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        d_mlp = d_mlp or cfg.d_mlp
+        self.gated = cfg.gated_mlp if gated is None else gated
+        self.act = ACTIVATIONS[act_fn or cfg.act_fn]
+        self.in_weight = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
+        if self.gated:
+            self.gate_weight = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
+            self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
+            self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
+        self.out_weight = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
@@ -60,7 +78,17 @@ class MLP(nn.Module):
     def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
         return self.out_weight.T
 
+    @property
+    def W_gate(self) -> Float[Tensor, "d_model d_mlp"]:
+        """Gate weights of a gated MLP."""
+        return self.gate_weight.T
+
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(F.linear(x, self.in_weight, self.b_in))
-        post = self.hook_post(self.act(pre))
+        if self.gated:
+            pre = self.hook_pre(F.linear(x, self.gate_weight, self.b_gate))
+            linear = self.hook_pre_linear(F.linear(x, self.in_weight, self.b_in))
+            post = self.hook_post(self.act(pre) * linear)
+        else:
+            pre = self.hook_pre(F.linear(x, self.in_weight, self.b_in))
+            post = self.hook_post(self.act(pre))
         return F.linear(post, self.out_weight, self.b_out)

@@ -1,5 +1,6 @@
 """Loaders: conversion of other libraries' models into vision_lens models."""
 
+from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.open_clip import (
     UnsupportedModelError,
     check_open_clip_config,
@@ -8,6 +9,7 @@ from vision_lens.loading.open_clip import (
 )
 
 __all__ = [
+    "LoadedTower",
     "UnsupportedModelError",
     "check_open_clip_config",
     "config_from_visual",
