@@ -1,0 +1,681 @@
+"""Conversion of timm ``VisionTransformer`` models into HookedViT weights.
+
+Pure functions: they read a timm model's modules and weights and return a
+:class:`~vision_lens.loading.base.LoadedTower` (config, state dict, preprocessing); nothing here
+builds model code of its own. Every config number is read off the modules, never from the name.
+
+Supported: timm ``VisionTransformer`` (and DeiT's ``VisionTransformerDistilled``) with plain
+pre-norm ``Block`` s, and timm ``Eva`` models without rotary embeddings (EVA01; ``EvaBlock`` with
+fused or split q/k/v, q/v biases and ``gamma_1``/``gamma_2`` layer scales). Within those:
+class/distillation/register tokens, learned or absent position embeddings (with or without
+``no_embed_class``), ``norm_pre``, LayerNorm or RMSNorm, qk-norm, layer scale (folded into the
+output projections), GELU/QuickGELU/SiLU/ReLU MLPs or gated (SwiGLU/GEGLU) ones, class-token,
+average or MAP (attention-pool) readout, ``norm`` or ``fc_norm``, and a linear classifier head.
+Models built with ``dynamic_img_size=True`` are converted at their native ``img_size``.
+Everything else raises :class:`~vision_lens.loading.open_clip.UnsupportedModelError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from vision_lens.config import HookedViTConfig
+from vision_lens.loading.base import LoadedTower
+from vision_lens.loading.open_clip import UnsupportedModelError
+
+_SUPPORTED = (
+    "HookedViT supports timm VisionTransformer models with plain pre-norm Blocks and a "
+    "class-token, average or MAP readout (vit_*, deit_*, deit3_*, DINOv2 incl. registers and "
+    "SwiGLU, SigLIP, CLIP towers, test_vit*) and timm Eva models without RoPE (EVA01), at a "
+    "fixed image size."
+)
+
+# Pooling modes of timm's VisionTransformer mapped to HookedViT readouts.
+_READOUTS = {"token": "cls", "avg": "avg", "map": "map"}
+
+
+def _refuse(model_name: str, reason: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"Cannot convert timm model {model_name!r}: {reason}. {_SUPPORTED}"
+    )
+
+
+def _model_name(model: nn.Module, model_name: str | None) -> str:
+    if model_name:
+        return model_name
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    return pretrained_cfg.get("architecture") or type(model).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Module classification: each helper returns a HookedViT name, or None for "not supported".
+
+
+def _act_name(act: nn.Module) -> str | None:
+    """The HookedViT ``act_fn`` computed by an activation module, or ``None``."""
+    kind = type(act).__name__
+    if isinstance(act, nn.GELU):
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(act.approximate)
+    # timm's own activation classes (and open_clip's QuickGELU) by name: they are plain modules.
+    if kind == "GELU":
+        return "gelu"
+    if kind == "GELUTanh":
+        return "gelu_tanh"
+    if kind == "QuickGELU":
+        return "quick_gelu"
+    if isinstance(act, nn.SiLU) or kind == "Swish":
+        return "silu"
+    if isinstance(act, nn.ReLU):
+        return "relu"
+    return None
+
+
+def _norm_kind(norm: nn.Module) -> str | None:
+    """``"LN"``, ``"RMS"`` or ``None`` for a normalisation module over the last dimension."""
+    kind = type(norm).__name__
+    if isinstance(norm, nn.LayerNorm) and kind in ("LayerNorm", "LayerNormFp32"):
+        return "LN" if len(norm.normalized_shape) == 1 else None
+    if kind in ("RmsNorm", "RmsNormFp32", "RMSNorm"):
+        shape = tuple(norm.normalized_shape)
+        return "RMS" if len(shape) == 1 and norm.eps is not None else None
+    return None
+
+
+def _is_identity(module: nn.Module | None) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def _mlp_kind(mlp: nn.Module) -> str | None:
+    """``"plain"``, ``"glu"`` (packed fc1), ``"swiglu"`` (split fc1) or ``None``."""
+    from timm.layers import GluMlp, Mlp, SwiGLU
+
+    if type(mlp) is Mlp and isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.fc2, nn.Linear):
+        return "plain"
+    if type(mlp) is GluMlp and isinstance(mlp.fc1, nn.Linear) and mlp.chunk_dim == -1:
+        return "glu"
+    if type(mlp) is SwiGLU:
+        return "swiglu"
+    return None
+
+
+def _block_reason(block: nn.Module, index: int) -> str | None:
+    from timm.layers import Attention, LayerScale
+    from timm.models.eva import EvaAttention, EvaBlock
+    from timm.models.vision_transformer import Block
+
+    where = f"block {index}"
+    if type(block) not in (Block, EvaBlock):
+        return (
+            f"{where} is a {type(block).__name__}, not timm's plain pre-norm Block or EvaBlock "
+            "(residual post-norm, parallel and other block variants are not implemented)"
+        )
+    attn = block.attn
+    if type(attn) not in (Attention, EvaAttention):
+        return f"{where} uses {type(attn).__name__}, not timm's standard Attention"
+    if not _is_identity(attn.norm):
+        return f"{where} normalises the attention output before its projection (scale_norm)"
+    if getattr(attn, "gate", None) is not None:
+        return f"{where} gates its attention output (gated attention)"
+    if _is_identity(attn.q_norm) != _is_identity(attn.k_norm):
+        return f"{where} normalises only one of queries and keys"
+    if type(attn) is EvaAttention and attn.num_heads * attn.head_dim != block.norm1.weight.numel():
+        # EvaAttention reshapes its heads back to the input width before the projection.
+        return f"{where}'s attention width differs from the residual stream"
+    kind = _mlp_kind(block.mlp)
+    if kind is None:
+        return f"{where} has an MLP of type {type(block.mlp).__name__}"
+    if not _is_identity(block.mlp.norm):
+        return f"{where} normalises its MLP hidden layer (scale_mlp_norm)"
+    if _act_name(block.mlp.act) is None:
+        return f"{where}'s MLP activation {type(block.mlp.act).__name__} is not supported"
+    if type(block) is Block:
+        for ls in (block.ls1, block.ls2):
+            if not (_is_identity(ls) or type(ls) is LayerScale):
+                return f"{where} has a {type(ls).__name__} layer scale"
+    return None
+
+
+def _attn_pool_reason(pool: nn.Module, d_model: int) -> str | None:
+    from timm.layers import AttentionPoolLatent, Mlp
+
+    if type(pool) is not AttentionPoolLatent:
+        return f"its attention pool is a {type(pool).__name__}, not AttentionPoolLatent (MAP)"
+    if pool.pos_embed is not None:
+        return "its MAP head adds its own position embedding"
+    if pool.latent_len != 1 or pool.pool != "token":
+        return f"its MAP head has {pool.latent_len} latent queries pooled by {pool.pool!r}"
+    if pool.latent.shape[-1] != d_model or pool.num_heads * pool.head_dim != d_model:
+        return "its MAP head's width differs from the residual stream"
+    if not (_is_identity(pool.q_norm) and _is_identity(pool.k_norm)):
+        return "its MAP head normalises queries and keys"
+    if not isinstance(pool.proj, nn.Linear) or pool.mlp is None:
+        return "its MAP head has no output projection and MLP (out_features=0)"
+    if _norm_kind(pool.norm) is None:
+        return f"its MAP head's norm is a {type(pool.norm).__name__}"
+    if type(pool.mlp) is not Mlp or not _is_identity(pool.mlp.norm):
+        return f"its MAP head's MLP is a {type(pool.mlp).__name__} with an inner norm"
+    if _act_name(pool.mlp.act) is None:
+        return f"its MAP head's activation {type(pool.mlp.act).__name__} is not supported"
+    return None
+
+
+def _norms(model: nn.Module) -> list[nn.Module]:
+    """Every normalisation module the converted tower uses."""
+    norms = [model.norm_pre, model.norm, model.fc_norm]
+    for block in model.blocks:
+        norms += [block.norm1, block.norm2, block.attn.q_norm, block.attn.k_norm]
+    if getattr(model, "attn_pool", None) is not None:
+        norms.append(model.attn_pool.norm)
+    return [norm for norm in norms if not _is_identity(norm)]
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why a timm model cannot be converted into a HookedViT, or ``None`` if it can.
+
+    Args:
+        model: Any ``nn.Module`` (typically from ``timm.create_model``).
+
+    Returns:
+        A sentence fragment naming the first unsupported feature found, or ``None``.
+
+    Example:
+        >>> import timm
+        >>> unsupported_reason(timm.create_model("test_vit", pretrained=False)) is None
+        True
+        >>> unsupported_reason(timm.create_model("resnet18", pretrained=False))
+        'it is a ResNet, not a timm VisionTransformer'
+    """
+    from timm.layers import PatchEmbed
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    kind = type(model).__name__
+    if type(model) not in (VisionTransformer, VisionTransformerDistilled, Eva):
+        return f"it is a {kind}, not a timm VisionTransformer"
+    if type(model) is Eva and model.rope is not None:
+        return "it uses rotary position embeddings (RoPE not yet supported)"
+    embed = model.patch_embed
+    if type(embed) is not PatchEmbed:
+        return (
+            f"its patch embedding is a {type(embed).__name__} (e.g. a convolutional hybrid stem), "
+            "not a plain PatchEmbed"
+        )
+    proj = embed.proj
+    if not (
+        isinstance(proj, nn.Conv2d)
+        and proj.kernel_size == proj.stride
+        and tuple(proj.kernel_size) == tuple(embed.patch_size)
+        and tuple(proj.padding) == (0, 0)
+        and tuple(proj.dilation) == (1, 1)
+        and proj.groups == 1
+        and proj.in_channels == 3
+    ):
+        return "its patch embedding is not a 3-channel convolution with stride == kernel"
+    if embed.img_size is None:
+        return "its patch embedding has no fixed image size"
+    if not _is_identity(embed.norm):
+        return "its patch embedding normalises the patch tokens (embed_norm_layer)"
+    if model.global_pool not in _READOUTS:
+        if model.global_pool == "":
+            return "it has no pooling (global_pool=''): its output is per-token, not an embedding"
+        return f"it pools with global_pool={model.global_pool!r} (only 'token', 'avg', 'map')"
+    for index, block in enumerate(model.blocks):
+        reason = _block_reason(block, index)
+        if reason is not None:
+            return reason
+    first = model.blocks[0].attn
+    for index, block in enumerate(model.blocks):
+        attn = block.attn
+        if (attn.num_heads, attn.head_dim) != (first.num_heads, first.head_dim):
+            return f"block {index} has a different head count or head width"
+        if _d_mlp(block.mlp) != _d_mlp(model.blocks[0].mlp):
+            return f"block {index} has a different MLP width"
+        if _mlp_kind(block.mlp) != _mlp_kind(model.blocks[0].mlp):
+            return f"block {index} has a different MLP type"
+        if _act_name(block.mlp.act) != _act_name(model.blocks[0].mlp.act):
+            return f"block {index} has a different MLP activation"
+        if _is_identity(attn.q_norm) != _is_identity(first.q_norm):
+            return f"block {index} differs from block 0 in qk-norm"
+    norms = _norms(model)
+    kinds = {_norm_kind(norm) for norm in norms}
+    if None in kinds:
+        bad = next(norm for norm in norms if _norm_kind(norm) is None)
+        return f"it uses a {type(bad).__name__} normalisation (only LayerNorm and RMSNorm)"
+    if len(kinds) > 1:
+        return "it mixes LayerNorm and RMSNorm"
+    eps_values = {float(norm.eps) for norm in norms}
+    if len(eps_values) > 1:
+        return f"its norms use different eps values {sorted(eps_values)}"
+    if not _is_identity(model.norm) and not _is_identity(model.fc_norm):
+        return "it has both a per-token final norm and a pooled fc_norm"
+    if _is_identity(model.norm) and _is_identity(model.fc_norm):
+        return "it has no final norm (final_norm=False)"
+    head_reason = _head_reason(model.head, "head")
+    if head_reason is not None:
+        return head_reason
+    n_prefix = model.num_prefix_tokens
+    if isinstance(model, VisionTransformerDistilled):
+        if model.reg_token is not None:
+            return "it is a distilled DeiT with register tokens (timm ignores them there)"
+        if not _is_identity(model.fc_norm):
+            return "it is a distilled DeiT with an fc_norm (timm's distilled head skips it)"
+        if model.global_pool != "token":
+            return "it is a distilled DeiT without class-token pooling"
+        head_reason = _head_reason(model.head_dist, "head_dist")
+        if head_reason is not None:
+            return head_reason
+        if _is_identity(model.head) != _is_identity(model.head_dist):
+            return "it is a distilled DeiT with only one of its two heads"
+    if model.pos_embed is not None:
+        n_patches = embed.num_patches
+        expected = n_patches if model.no_embed_class else n_patches + n_prefix
+        if tuple(model.pos_embed.shape) != (1, expected, model.embed_dim):
+            return (
+                f"its position embedding has shape {tuple(model.pos_embed.shape)}, expected "
+                f"(1, {expected}, {model.embed_dim})"
+            )
+    if model.global_pool == "map":
+        if n_prefix and not _pool_include_prefix(model):
+            # HookedViT's MAP readout attends to every token, prefix tokens included.
+            return (
+                "its MAP head attends to the patch tokens only, leaving out the prefix tokens "
+                "(pool_include_prefix=False); HookedViT's MAP head attends to every token"
+            )
+        reason = _attn_pool_reason(model.attn_pool, model.embed_dim)
+        if reason is not None:
+            return reason
+        if _norm_kind(model.attn_pool.norm) != next(iter(kinds)):
+            return "its MAP head's norm differs in type from the tower's"
+    elif model.attn_pool is not None:
+        return "it has an attention pool but does not pool with it"
+    if model.global_pool == "avg" and _pool_include_prefix(model) and n_prefix:
+        return "it averages over the prefix tokens too (pool_include_prefix=True)"
+    return None
+
+
+def _pool_include_prefix(model: nn.Module) -> bool:
+    """Whether timm pools over the prefix tokens too (Eva's MAP head always does)."""
+    if type(model).__name__ == "Eva":
+        return model.attn_pool is not None
+    return bool(model.pool_include_prefix)
+
+
+def _head_reason(head: nn.Module, name: str) -> str | None:
+    if _is_identity(head) or isinstance(head, nn.Linear):
+        return None
+    return f"its classifier {name} is a {type(head).__name__}, not a Linear layer"
+
+
+def _d_mlp(mlp: nn.Module) -> int:
+    kind = _mlp_kind(mlp)
+    if kind == "swiglu":
+        return mlp.fc1_x.out_features
+    if kind == "glu":
+        return mlp.fc1.out_features // 2
+    return mlp.fc1.out_features
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+def timm_config(model: nn.Module, model_name: str | None = None) -> HookedViTConfig:
+    """Read a :class:`HookedViTConfig` off a timm ``VisionTransformer``.
+
+    Args:
+        model: A timm ``VisionTransformer`` or ``VisionTransformerDistilled``.
+        model_name: Name recorded in ``cfg.model_name`` and error messages; defaults to the
+            model's ``pretrained_cfg['architecture']``.
+
+    Returns:
+        The config; every number is read off the modules.
+
+    Raises:
+        UnsupportedModelError: If the model is not a convertible plain ViT.
+
+    Example:
+        >>> import timm
+        >>> cfg = timm_config(timm.create_model("test_vit", pretrained=False))
+        >>> cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.readout
+        (6, 64, 2, 192, 'cls')
+    """
+    from timm.models.deit import VisionTransformerDistilled
+
+    name = _model_name(model, model_name)
+    reason = unsupported_reason(model)
+    if reason is not None:
+        raise _refuse(name, reason)
+    first = model.blocks[0]
+    norms = _norms(model)
+    d_model = model.embed_dim
+    distilled = isinstance(model, VisionTransformerDistilled)
+    head = model.head
+    heads = [head, model.head_dist] if distilled else [head]
+    has_head = isinstance(head, nn.Linear)
+    readout = "cls_dist" if distilled else _READOUTS[model.global_pool]
+    pool_kwargs: dict[str, Any] = {}
+    if readout == "map":
+        pool = model.attn_pool
+        pool_kwargs = dict(
+            readout_n_heads=pool.num_heads,
+            readout_d_mlp=pool.mlp.fc1.out_features,
+            readout_act_fn=_act_name(pool.mlp.act),
+        )
+    return HookedViTConfig(
+        n_layers=len(model.blocks),
+        d_model=d_model,
+        n_heads=first.attn.num_heads,
+        d_head=first.attn.head_dim,
+        d_mlp=_d_mlp(first.mlp),
+        d_embed=head.out_features if has_head else d_model,
+        image_size=tuple(model.patch_embed.img_size),
+        patch_size=tuple(model.patch_embed.patch_size),
+        act_fn=_act_name(first.mlp.act),
+        eps=float(norms[0].eps),
+        ln_pre=not _is_identity(model.norm_pre),
+        final_ln_after_pool=not _is_identity(model.fc_norm),
+        class_token=model.cls_token is not None,
+        dist_token=distilled,
+        n_registers=int(model.reg_token.shape[1]) if model.reg_token is not None else 0,
+        patch_bias=model.patch_embed.proj.bias is not None,
+        norm_type=_norm_kind(norms[0]),
+        qk_norm=not _is_identity(first.attn.q_norm),
+        gated_mlp=_mlp_kind(first.mlp) != "plain",
+        readout=readout,
+        dist_head=distilled and has_head,
+        # A bias on either classifier head needs b_proj (the other one's is then zero).
+        proj_bias=any(isinstance(h, nn.Linear) and h.bias is not None for h in heads),
+        model_name=name,
+        dtype=model.patch_embed.proj.weight.dtype,
+        **pool_kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+
+def _t(tensor: Tensor) -> Tensor:
+    return tensor.detach().clone().contiguous()
+
+
+def _bias(linear: nn.Linear) -> Float[Tensor, " d_out"]:
+    """A linear layer's bias, zeros if it has none (HookedViT always has one)."""
+    if linear.bias is not None:
+        return _t(linear.bias)
+    weight = linear.weight
+    return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+
+
+def _norm_weights(norm: nn.Module, prefix: str, width: int, ref: Tensor) -> dict[str, Tensor]:
+    """``{prefix}.w`` (and ``.b`` for LayerNorm), ones/zeros where the norm has no affine."""
+    weight = getattr(norm, "weight", None)
+    bias = getattr(norm, "bias", None)
+    ones = torch.ones(width, dtype=ref.dtype, device=ref.device)
+    out = {f"{prefix}.w": _t(weight) if weight is not None else ones}
+    if _norm_kind(norm) == "LN":
+        out[f"{prefix}.b"] = _t(bias) if bias is not None else torch.zeros_like(ones)
+    return out
+
+
+def _gammas(block: nn.Module, width: int, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """Layer-scale factors of the attention and MLP branches (ones where there is none)."""
+    if hasattr(block, "ls1"):  # timm Block: LayerScale modules
+        scales = [None if _is_identity(ls) else ls.gamma for ls in (block.ls1, block.ls2)]
+    else:  # EvaBlock: bare gamma_1 / gamma_2 parameters
+        scales = [block.gamma_1, block.gamma_2]
+    ones = torch.ones(width, dtype=ref.dtype, device=ref.device)
+    return tuple(ones if scale is None else scale.detach() for scale in scales)
+
+
+def _qkv(attn: nn.Module) -> tuple[Tensor, Tensor]:
+    """Fused ``[3 * attn_dim, d]`` weight and ``[3 * attn_dim]`` bias of an attention module."""
+    if getattr(attn, "q_proj", None) is not None:  # EvaAttention with separate projections
+        projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+        return torch.cat([p.weight for p in projs]), torch.cat([_bias(p) for p in projs])
+    if getattr(attn, "q_bias", None) is not None:  # EvaAttention: q and v biases, k bias is 0
+        return attn.qkv.weight, torch.cat([attn.q_bias, attn.k_bias, attn.v_bias])
+    return attn.qkv.weight, _bias(attn.qkv)
+
+
+def _block_state_dict(block: nn.Module, cfg: HookedViTConfig, prefix: str) -> dict[str, Tensor]:
+    d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
+    attn, mlp = block.attn, block.mlp
+    qkv_weight, qkv_bias = _qkv(attn)
+    ref = qkv_weight
+    sd = _norm_weights(block.norm1, f"{prefix}.ln1", d, ref)
+    sd |= _norm_weights(block.norm2, f"{prefix}.ln2", d, ref)
+    # timm's qkv rows are ordered (q|k|v, head, head_dim): the reshape in Attention.forward.
+    sd[f"{prefix}.attn.qkv_weight"] = _t(qkv_weight.reshape(3, h, dh, d))
+    sd[f"{prefix}.attn.qkv_bias"] = _t(qkv_bias.reshape(3, h, dh))
+    if cfg.qk_norm:
+        sd |= _norm_weights(attn.q_norm, f"{prefix}.attn.q_norm", dh, ref)
+        sd |= _norm_weights(attn.k_norm, f"{prefix}.attn.k_norm", dh, ref)
+    # Layer scale multiplies the sublayer output per channel: fold it into the output rows.
+    gamma1, gamma2 = _gammas(block, d, ref)
+    sd[f"{prefix}.attn.out_weight"] = _t(attn.proj.weight * gamma1[:, None])
+    sd[f"{prefix}.attn.b_O"] = _bias(attn.proj) * gamma1
+    kind = _mlp_kind(mlp)
+    if kind == "swiglu":
+        sd[f"{prefix}.mlp.in_weight"] = _t(mlp.fc1_x.weight)
+        sd[f"{prefix}.mlp.b_in"] = _bias(mlp.fc1_x)
+        sd[f"{prefix}.mlp.gate_weight"] = _t(mlp.fc1_g.weight)
+        sd[f"{prefix}.mlp.b_gate"] = _bias(mlp.fc1_g)
+    elif kind == "glu":
+        # GluMlp: x1, x2 = fc1(x).chunk(2); gate_last -> x1 * act(x2), else act(x1) * x2.
+        weights, biases = mlp.fc1.weight.chunk(2, dim=0), _bias(mlp.fc1).chunk(2, dim=0)
+        halves = list(zip(weights, biases, strict=True))
+        (in_w, in_b), (gate_w, gate_b) = halves if mlp.gate_last else halves[::-1]
+        sd[f"{prefix}.mlp.in_weight"] = _t(in_w)
+        sd[f"{prefix}.mlp.b_in"] = _t(in_b)
+        sd[f"{prefix}.mlp.gate_weight"] = _t(gate_w)
+        sd[f"{prefix}.mlp.b_gate"] = _t(gate_b)
+    else:
+        sd[f"{prefix}.mlp.in_weight"] = _t(mlp.fc1.weight)
+        sd[f"{prefix}.mlp.b_in"] = _bias(mlp.fc1)
+    sd[f"{prefix}.mlp.out_weight"] = _t(mlp.fc2.weight * gamma2[:, None])
+    sd[f"{prefix}.mlp.b_out"] = _bias(mlp.fc2) * gamma2
+    return sd
+
+
+def _pos_embed(model: nn.Module, cfg: HookedViTConfig) -> Float[Tensor, "n_pos d_model"]:
+    """One position row per token; prefix tokens timm gives none (``no_embed_class``) get 0."""
+    ref = model.patch_embed.proj.weight
+    w_pos = torch.zeros(cfg.n_pos, cfg.d_model, dtype=ref.dtype, device=ref.device)
+    if model.pos_embed is None:
+        return w_pos
+    pos = model.pos_embed.detach()[0]
+    if model.no_embed_class:
+        w_pos[cfg.n_prefix :] = pos
+    else:
+        w_pos[:] = pos
+    return w_pos
+
+
+def _map_state_dict(pool: nn.Module, cfg: HookedViTConfig) -> dict[str, Tensor]:
+    d, hp = cfg.d_model, cfg.readout_n_heads
+    dhp = d // hp
+    ref = pool.kv.weight
+    if isinstance(pool.q, nn.Linear):
+        q_w, q_b = pool.q.weight.detach(), _bias(pool.q)
+    else:  # q_proj=False: the latent is the query itself.
+        q_w = torch.eye(d, dtype=ref.dtype, device=ref.device)
+        q_b = torch.zeros(d, dtype=ref.dtype, device=ref.device)
+    sd = {
+        "readout.latent": _t(pool.latent.reshape(d)),
+        "readout.attn.qkv_weight": torch.cat(
+            [q_w.reshape(1, hp, dhp, d), pool.kv.weight.detach().reshape(2, hp, dhp, d)]
+        ).contiguous(),
+        "readout.attn.qkv_bias": torch.cat(
+            [q_b.reshape(1, hp, dhp), _bias(pool.kv).reshape(2, hp, dhp)]
+        ).contiguous(),
+        "readout.attn.out_weight": _t(pool.proj.weight),
+        "readout.attn.b_O": _bias(pool.proj),
+        "readout.mlp.in_weight": _t(pool.mlp.fc1.weight),
+        "readout.mlp.b_in": _bias(pool.mlp.fc1),
+        "readout.mlp.out_weight": _t(pool.mlp.fc2.weight),
+        "readout.mlp.b_out": _bias(pool.mlp.fc2),
+    }
+    sd |= _norm_weights(pool.norm, "readout.ln", d, ref)
+    return sd
+
+
+def timm_state_dict(model: nn.Module, cfg: HookedViTConfig) -> dict[str, Tensor]:
+    """Convert a timm ``VisionTransformer``'s weights into a HookedViT state dict.
+
+    Args:
+        model: The timm model ``cfg`` was read from (see :func:`timm_config`).
+        cfg: Its config.
+
+    Returns:
+        HookedViT parameter names to fresh tensors (the timm model is not modified or shared).
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("test_vit", pretrained=False)
+        >>> sd = timm_state_dict(model, timm_config(model))
+        >>> tuple(sd["blocks.0.attn.qkv_weight"].shape)  # [3, n_heads, d_head, d_model]
+        (3, 2, 32, 64)
+    """
+    d = cfg.d_model
+    embed = model.patch_embed.proj
+    ref = embed.weight
+    with torch.no_grad():
+        sd = {"embed.W_E": _t(embed.weight), "embed.W_pos": _pos_embed(model, cfg)}
+        if cfg.patch_bias:
+            sd["embed.b_E"] = _t(embed.bias)
+        if cfg.class_token:
+            sd["embed.cls_token"] = _t(model.cls_token.reshape(d))
+        if cfg.dist_token:
+            sd["embed.dist_token"] = _t(model.dist_token.reshape(d))
+        if cfg.n_registers:
+            sd["embed.registers"] = _t(model.reg_token.reshape(cfg.n_registers, d))
+        if cfg.ln_pre:
+            sd |= _norm_weights(model.norm_pre, "ln_pre", d, ref)
+        for index, block in enumerate(model.blocks):
+            sd |= _block_state_dict(block, cfg, f"blocks.{index}")
+        final = model.fc_norm if cfg.final_ln_after_pool else model.norm
+        sd |= _norm_weights(final, "ln_final", d, ref)
+        head = model.head
+        if isinstance(head, nn.Linear):
+            sd["W_proj"] = _t(head.weight.T)
+            if cfg.proj_bias:
+                sd["b_proj"] = _bias(head)
+        else:
+            # No classifier (num_classes=0): the output is the pooled feature itself.
+            sd["W_proj"] = torch.eye(d, dtype=ref.dtype, device=ref.device)
+        if cfg.dist_head:
+            sd["readout.W_dist"] = _t(model.head_dist.weight.T)
+            if cfg.proj_bias:
+                sd["readout.b_dist"] = _bias(model.head_dist)
+        if cfg.readout == "map":
+            sd |= _map_state_dict(model.attn_pool, cfg)
+    return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def timm_preprocess(model: nn.Module) -> Callable:
+    """timm's evaluation transform for ``model``, at the model's own (fixed) image size.
+
+    The input size is taken from the patch embedding rather than the pretrained config, so a
+    model created with ``img_size=...`` gets images of the size its HookedViT accepts.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("test_vit", pretrained=False, img_size=64)
+        >>> transform = timm_preprocess(model)
+        >>> from PIL import Image
+        >>> tuple(transform(Image.new("RGB", (100, 80))).shape)
+        (3, 64, 64)
+    """
+    import timm.data
+
+    size = tuple(model.patch_embed.img_size)
+    data_cfg = timm.data.resolve_data_config({"input_size": (3, *size)}, model=model)
+    return timm.data.create_transform(**data_cfg)
+
+
+def timm_to_hooked(model: nn.Module, model_name: str | None = None) -> LoadedTower:
+    """Convert a timm ``VisionTransformer`` into a HookedViT config, state dict and transform.
+
+    The HookedViT built from the result computes ``model(x)`` in eval mode: the pooled features
+    when ``num_classes=0``, the logits otherwise. Models created with ``dynamic_img_size=True``
+    are converted at their native ``img_size`` (HookedViT has a fixed image size; at that size
+    timm's resampling of the position embedding is the identity).
+
+    Args:
+        model: A timm ``VisionTransformer`` (e.g. from ``timm.create_model``).
+        model_name: Name for the config and error messages (default: timm's architecture name).
+
+    Returns:
+        ``LoadedTower(cfg, state_dict, preprocess)``.
+
+    Raises:
+        UnsupportedModelError: If the model is not a plain ViT HookedViT implements; the message
+            names the reason.
+
+    Example:
+        >>> import timm
+        >>> from vision_lens.hooked_vit import HookedViT
+        >>> source = timm.create_model("test_vit", pretrained=False).eval()
+        >>> cfg, state_dict, preprocess = timm_to_hooked(source)
+        >>> model = HookedViT(cfg)
+        >>> model.load_state_dict(state_dict, strict=True)
+        <All keys matched successfully>
+    """
+    cfg = timm_config(model, model_name)
+    return LoadedTower(cfg, timm_state_dict(model, cfg), timm_preprocess(model))
+
+
+def load_timm(
+    name_or_model: str | nn.Module, pretrained: bool | str = False, **create_kwargs: Any
+) -> LoadedTower:
+    """Create (or take) a timm model and convert it with :func:`timm_to_hooked`.
+
+    Args:
+        name_or_model: A timm model name (``timm.create_model``) or an already built model.
+        pretrained: ``False`` for random weights, ``True`` for timm's pretrained weights (needs
+            them downloaded or cached), or the path of a local checkpoint file. timm loads
+            checkpoints with ``torch.load(weights_only=True)``, so no pickled code runs.
+        **create_kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes=0``,
+            ``img_size=...``, ``depth=...``).
+
+    Returns:
+        ``LoadedTower(cfg, state_dict, preprocess)``.
+
+    Raises:
+        UnsupportedModelError: If the model is not a plain ViT HookedViT implements.
+
+    Example:
+        >>> cfg, state_dict, _ = load_timm("vit_small_patch16_224", num_classes=0, depth=2)
+        >>> cfg.n_layers, cfg.d_model, cfg.d_embed
+        (2, 384, 384)
+    """
+    if not isinstance(name_or_model, str):
+        if pretrained is not False or create_kwargs:
+            raise ValueError("pretrained and create_kwargs only apply to a model name.")
+        return timm_to_hooked(name_or_model)
+    import timm
+
+    name = name_or_model
+    if isinstance(pretrained, str | bytes) or hasattr(pretrained, "__fspath__"):
+        overlay = dict(create_kwargs.pop("pretrained_cfg_overlay", None) or {})
+        overlay["file"] = str(pretrained)
+        create_kwargs["pretrained_cfg_overlay"] = overlay
+        pretrained = True
+    model = timm.create_model(name, pretrained=bool(pretrained), **create_kwargs)
+    model.eval()
+    return timm_to_hooked(model, name)
