@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 _SMALL = dict(depth=2, img_size=64)
+# Base-width towers (SigLIP, CLIP) narrowed to ViT-Tiny width: the layout is what is tested.
+_NARROW = dict(_SMALL, embed_dim=192, num_heads=3)
 
 
 def _rows() -> list[tuple[str, str, dict[str, Any]]]:
@@ -66,18 +68,18 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
             "vit_small_patch16_224",
             dict(_SMALL, num_classes=0, mlp_layer=GluMlp, mlp_ratio=4),
         ),
-        ("siglip (MAP)", "vit_base_patch16_siglip_224", dict(_SMALL, num_classes=0)),
-        ("siglip (MAP) + classifier", "vit_base_patch16_siglip_224", dict(_SMALL, num_classes=7)),
+        ("siglip (MAP)", "vit_base_patch16_siglip_224", dict(_NARROW, num_classes=0)),
+        ("siglip (MAP) + classifier", "vit_base_patch16_siglip_224", dict(_NARROW, num_classes=7)),
         (
             "avg + fc_norm",
             "vit_small_patch16_224",
             dict(_SMALL, num_classes=0, global_pool="avg"),
         ),
-        ("clip (ln_pre, no patch bias)", "vit_base_patch16_clip_224", dict(_SMALL, num_classes=0)),
+        ("clip (ln_pre, no patch bias)", "vit_base_patch16_clip_224", dict(_NARROW, num_classes=0)),
         (
             "clip quickgelu",
             "vit_base_patch16_clip_quickgelu_224",
-            dict(_SMALL, num_classes=0),
+            dict(_NARROW, num_classes=0),
         ),
         ("qk_norm", "vit_small_patch16_224", dict(_SMALL, num_classes=0, qk_norm=True)),
         (

@@ -32,6 +32,8 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return (a - b).abs().max().item(), max(1.0, b.abs().max().item())
 
 
+# The registry's tests/test_parity.py runs these rows in the default suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("label,builder", HF_ROWS, ids=[label for label, _ in HF_ROWS])
 def test_hf_parity(label, builder, dtype):

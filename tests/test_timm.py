@@ -148,6 +148,8 @@ def _reference_forward(
 # Converter checks (no HookedViT needed).
 
 
+# The registry's tests/test_parity.py runs these rows in the default suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype_name", DTYPES)
 @pytest.mark.parametrize("row", TIMM_ROWS, ids=IDS)
 def test_state_dict_reproduces_timm(row, dtype_name):
@@ -330,6 +332,8 @@ def _hooked(tower: LoadedTower):
     return model.eval()
 
 
+# The registry's tests/test_parity.py runs these rows in the default suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype_name", DTYPES)
 @pytest.mark.parametrize("row", TIMM_ROWS, ids=IDS)
 def test_hooked_vit_matches_timm(row, dtype_name):

@@ -538,7 +538,7 @@ def _token_grid(cache: Any, n_keys: int) -> tuple[int, int]:
     """Patch grid ``(rows, cols)`` of the model behind ``cache`` (square when unknown)."""
     cfg = getattr(getattr(cache, "model", None), "cfg", None)
     grid = getattr(cfg, "grid_size", None)
-    if grid is not None and grid[0] * grid[1] == n_keys - 1:
+    if grid is not None and grid[0] * grid[1] == n_keys - getattr(cfg, "n_prefix", 1):
         return int(grid[0]), int(grid[1])
     side = int(round((n_keys - 1) ** 0.5))
     if side * side != n_keys - 1:
@@ -562,9 +562,10 @@ def _query_token(query: Any, grid: tuple[int, int], n_pos: int) -> tuple[int, st
                 f"token, 1..{n_pos - 1} = patches row by row), or pass a (row, col) patch."
             )
         index %= n_pos
-        if index == 0:
-            return 0, "the class token"
-        row, col = divmod(index - 1, cols)
+        n_prefix = n_pos - rows * cols
+        if index < n_prefix:
+            return index, "the class token" if index == 0 else f"prefix token {index}"
+        row, col = divmod(index - n_prefix, cols)
         return index, f"token {index} (patch row {row}, col {col})"
     try:
         row, col = (int(v) for v in query)
@@ -574,7 +575,7 @@ def _query_token(query: Any, grid: tuple[int, int], n_pos: int) -> tuple[int, st
         ) from None
     if not (0 <= row < rows and 0 <= col < cols):
         raise IndexError(f"query patch ({row}, {col}) is outside the {rows} x {cols} patch grid.")
-    return 1 + row * cols + col, f"patch (row {row}, col {col})"
+    return n_pos - rows * cols + row * cols + col, f"patch (row {row}, col {col})"
 
 
 def attention_pattern(
@@ -683,11 +684,12 @@ def attention_pattern(
     else:
         q_row = q
     row = pattern[batch_index, head, q_row].detach().float().cpu().numpy()
-    values = row[1:].reshape(grid)
+    n_prefix = n_keys - grid[0] * grid[1]  # class, distillation and register tokens
+    values = row[n_prefix:].reshape(grid)
     if title is None:
         title = (
             f"L{layer}H{head}: attention from {query_name}, image {batch_index}"
-            f"<br><sup>{row[0]:.1%} of it goes to the class token</sup>"
+            f"<br><sup>{row[:n_prefix].sum():.1%} of it goes to the prefix tokens</sup>"
         )
     fig = go.Figure()
     hover = "patch row %{customdata[0]}, col %{customdata[1]}<br>attention %{z:.3g}<extra></extra>"

@@ -224,7 +224,7 @@ def build_report(
     tokens = decompose_dataset(
         model, display, layers=False, tokens=True, batch_size=batch_size, progress=False
     )["tokens"]
-    patch_terms = tokens[:, 1:]
+    patch_terms = tokens[:, model.readout.patch_positions]
     query_emb = clip.encode(inputs.queries).to(patch_terms)
     reference = clip.encode(inputs.reference_texts).to(patch_terms)
     scores = patch_terms @ query_emb.T - (patch_terms @ reference.T).mean(-1, keepdim=True)

@@ -90,6 +90,13 @@ def baseline_scores(
     """
     if method not in BASELINES:
         raise ValueError(f"Unknown baseline {method!r}; choose from {list(BASELINES)}.")
+    if model.cfg.readout != "cls" and method != "gradcam":
+        raise ValueError(
+            f"The {method} baseline reads the class token's attention row, but this model's "
+            f"output is read by a {model.cfg.readout!r} readout; use method='gradcam' or the "
+            "token decomposition (vl.segment)."
+        )
+    patches = model.readout.patch_positions
     n_layers = model.cfg.n_layers
     layer = _layer_index(layer, n_layers)
     start_layer = _layer_index(start_layer, n_layers)
@@ -130,13 +137,13 @@ def baseline_scores(
         grads = ()
 
     if method == "raw_attention":
-        scores = acts[0].mean(1)[:, 0, 1:]
+        scores = acts[0].mean(1)[:, 0, patches]
     elif method == "rollout":
-        scores = rollout(acts)[:, 0, 1:]
+        scores = rollout(acts)[:, 0, patches]
     elif method == "chefer2021":
-        scores = chefer_rule(acts, [g.detach() for g in grads])[:, 0, 1:]
+        scores = chefer_rule(acts, [g.detach() for g in grads])[:, 0, patches]
     else:
-        act, grad = acts[0][:, 1:], grads[0].detach()[:, 1:]  # patch tokens [batch, patch, d]
+        act, grad = acts[0][:, patches], grads[0].detach()[:, patches]  # [batch, patch, d]
         weights = grad.mean(1, keepdim=True)  # [batch, 1, d]
         scores = (act * weights).sum(-1).clamp(min=0)
     return scores.float()

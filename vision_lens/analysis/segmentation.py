@@ -193,7 +193,7 @@ def patch_token_scores(
         torch.Size([2, 5, 4])
     """
     tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, normalize=normalize)
-    patches = tokens[:, 1:]  # drop the class token
+    patches = tokens[:, cache.model.readout.patch_positions]  # drop prefix tokens
     directions = directions.to(patches)
     if directions.dim() == 2:
         return torch.einsum("bpd,td->btp", patches, directions)

@@ -1,0 +1,80 @@
+"""Every hook point fires for every kind of hook: forward, backward and backward pre-hooks.
+
+A fused fast path skips the hook points it fuses over, so it must step aside whenever any hook
+of any kind is attached; otherwise a gradient hook would silently never run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vision_lens as vl
+
+CONFIGS = {
+    "cls": dict(),
+    "map+qk_norm+gated+registers": dict(
+        readout="map",
+        class_token=False,
+        n_registers=2,
+        qk_norm=True,
+        gated_mlp=True,
+        act_fn="silu",
+        patch_bias=True,
+    ),
+    "avg+fc_norm+rms": dict(readout="avg", final_ln_after_pool=True, norm_type="RMS"),
+    "cls_dist+heads": dict(dist_token=True, readout="cls_dist", dist_head=True, proj_bias=True),
+}
+
+
+def _model(kwargs: dict) -> vl.HookedViT:
+    cfg = vl.HookedViTConfig(
+        n_layers=2,
+        d_model=16,
+        n_heads=2,
+        d_mlp=32,
+        d_embed=8,
+        image_size=16,
+        patch_size=8,
+        **kwargs,
+    )
+    return vl.HookedViT(cfg).init_weights(seed=0, std=0.2)
+
+
+@pytest.mark.parametrize("kind", ["fwd", "bwd", "bwd_pre"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_every_hook_point_fires(config, kind):
+    model = _model(CONFIGS[config])
+    x = torch.randn(2, 3, 16, 16)
+    names = list(model.hook_dict)
+    assert any(n.startswith("readout.") for n in names) == (CONFIGS[config].get("readout") == "map")
+    silent = []
+    for name in names:
+        point = model.hook_dict[name]
+        fired = []
+        if kind == "fwd":
+            handle = point.register_forward_hook(lambda *a, f=fired: f.append(1))
+        elif kind == "bwd":
+            handle = point.register_full_backward_hook(lambda *a, f=fired: f.append(1))
+        else:
+            handle = point.register_full_backward_pre_hook(lambda *a, f=fired: f.append(1))
+        try:
+            out = model(x)
+            if kind != "fwd":
+                out.pow(2).sum().backward()
+        finally:
+            handle.remove()
+            model.zero_grad(set_to_none=True)
+        if not fired:
+            silent.append(name)
+    assert not silent, f"{kind} hooks never fired on: {silent}"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_hooks_do_not_change_the_output(config):
+    model = _model(CONFIGS[config])
+    x = torch.randn(2, 3, 16, 16)
+    plain = model(x)
+    hooked, cache = model.run_with_cache(x)
+    torch.testing.assert_close(hooked, plain, atol=1e-5, rtol=1e-5)
+    assert len(cache) == len(model.hook_dict)
