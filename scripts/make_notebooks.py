@@ -179,6 +179,43 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ),
         md(
             """
+            ## Any plain ViT: DINOv2 with registers (timm) and SigLIP (MAP head)
+
+            The same `HookedViT` loads timm and Hugging Face models, and open_clip's SigLIP
+            towers. With real weights: `vl.HookedViT.from_timm("vit_base_patch14_reg4_dinov2",
+            pretrained=True, num_classes=0)` and
+            `vl.HookedViT.from_open_clip("ViT-B-16-SigLIP", pretrained="webli")`. Here, offline,
+            small random versions of the same architectures show the API: register tokens are
+            named positions, and SigLIP's attention-pooling MLP is one named component.
+            """
+        ),
+        code(
+            """
+            dino = vl.HookedViT.from_timm(
+                "vit_small_patch14_reg4_dinov2", depth=2, img_size=56, num_classes=0
+            )
+            x = torch.randn(2, 3, 56, 56)
+            feats, dino_cache = dino.run_with_cache(x)
+            tokens = dino_cache.decompose_tokens()  # [batch, pos, d_embed]
+            print(dino.cfg.readout, dino.cfg.n_registers, dino_cache.token_names()[:6])
+            print("tokens sum to heads:", torch.allclose(
+                tokens.sum(1), dino_cache.decompose_heads().sum((1, 2)), atol=1e-4))
+            """
+        ),
+        code(
+            """
+            siglip = vl.HookedViT.from_timm(
+                "vit_base_patch16_siglip_224", depth=2, embed_dim=192, num_heads=3,
+                img_size=64, num_classes=0,
+            )
+            x = torch.randn(2, 3, 64, 64)
+            out, siglip_cache = siglip.run_with_cache(x)
+            terms, labels = siglip_cache.decompose_layers()
+            print(labels, "| sums to the output:", torch.allclose(terms.sum(0), out, atol=1e-4))
+            """
+        ),
+        md(
+            """
             Next: `02_textspan` (what each head writes), `03_segmentation` (heatmaps from the
             token decomposition) and `04_circuits` (ablation and activation patching with
             hooks).

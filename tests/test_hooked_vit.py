@@ -757,8 +757,9 @@ def test_config_validation():
     with pytest.raises(ValueError, match="distillation token"):
         vl.HookedViTConfig(**base, image_size=32, patch_size=8, readout="cls_dist")
     with pytest.raises(ValueError, match="final_ln_after_pool"):
-        vl.HookedViTConfig(**base, image_size=32, patch_size=8, readout="map",
-                           final_ln_after_pool=True)
+        vl.HookedViTConfig(
+            **base, image_size=32, patch_size=8, readout="map", final_ln_after_pool=True
+        )
     regs = vl.HookedViTConfig(**base, image_size=32, patch_size=8, dist_token=True, n_registers=4)
     assert (regs.n_prefix, regs.n_pos) == (6, 22)
     cfg = vl.HookedViTConfig(**base, image_size=(32, 48), patch_size=8)

@@ -1,7 +1,7 @@
 """vision_lens: mechanistic interpretability for vision transformers.
 
-Load an OpenCLIP ViT into a :class:`HookedViT` with named hook points, run it with
-``run_with_cache`` and decompose the image embedding into exact direct effects.
+Load an OpenCLIP, timm or Hugging Face ViT into a :class:`HookedViT` with named hook points, run
+it with ``run_with_cache`` and decompose its output into exact direct effects.
 
 Example:
     >>> import torch, vision_lens as vl
@@ -35,11 +35,13 @@ from vision_lens.analysis import (
     zero_shot_accuracy,
 )
 from vision_lens.analysis.batched import decompose_dataset
-from vision_lens.cache import ActivationCache
+from vision_lens.cache import ActivationCache, ComponentId
 from vision_lens.config import HookedViTConfig
 from vision_lens.hooked_vit import HookedViT
+from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.clip import load_clip
 from vision_lens.loading.open_clip import UnsupportedModelError
+from vision_lens.readout import LinearReadout, Readout
 from vision_lens.shapes.load import load_shapes_clip
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
 from vision_lens.text_pools import list_text_pools, text_pool
@@ -49,7 +51,11 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationCache",
     "CLIPText",
+    "ComponentId",
     "Components",
+    "LinearReadout",
+    "LoadedTower",
+    "Readout",
     "TextSpanResult",
     "accuracy_vs_m",
     "attribute_variance",
