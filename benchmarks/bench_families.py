@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         source, model, size = build()
         images = torch.randn(args.batch, 3, *size, generator=torch.Generator().manual_seed(1))
         variants = {
-            "source": lambda s=source: s(images),
-            "hooked_vit": lambda m=model: m(images),
-            "decomposition": lambda m=model: _pipeline(m, images),
+            "source": lambda s=source, x=images: s(x),
+            "hooked_vit": lambda m=model, x=images: m(x),
+            "decomposition": lambda m=model, x=images: _pipeline(m, x),
         }
         with torch.no_grad():
             err = (model(images) - source(images)).abs().max().item()
