@@ -198,15 +198,20 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             feats, dino_cache = dino.run_with_cache(x)
             tokens = dino_cache.decompose_tokens()  # [batch, pos, d_embed]
             print(dino.cfg.readout, dino.cfg.n_registers, dino_cache.token_names()[:6])
-            print("tokens sum to heads:", torch.allclose(
-                tokens.sum(1), dino_cache.decompose_heads().sum((1, 2)), atol=1e-4))
+            heads = dino_cache.decompose_heads()
+            exact = torch.allclose(tokens.sum(1), heads.sum((1, 2)), atol=1e-4)
+            print("tokens sum to heads:", exact)
             """
         ),
         code(
             """
             siglip = vl.HookedViT.from_timm(
-                "vit_base_patch16_siglip_224", depth=2, embed_dim=192, num_heads=3,
-                img_size=64, num_classes=0,
+                "vit_base_patch16_siglip_224",
+                depth=2,
+                embed_dim=192,
+                num_heads=3,
+                img_size=64,
+                num_classes=0,
             )
             x = torch.randn(2, 3, 64, 64)
             out, siglip_cache = siglip.run_with_cache(x)
