@@ -34,19 +34,15 @@ class Arch(NamedTuple):
 
 # ----------------------------------------------------------------------------------- open_clip
 def _open_clip_rows() -> list[Arch]:
+    from arch_open_clip import OPEN_CLIP_ROWS, build_tower
     from oc_helpers import build_visual, open_clip_block_outputs
-
-    try:
-        from arch_open_clip import OPEN_CLIP_ROWS
-    except ImportError:  # the extended table is optional; the classic towers always run
-        OPEN_CLIP_ROWS = []
     classic = [
         ("ViT-B-32 (4 layers)", "ViT-B-32", {"layers": 4}),
         ("ViT-B-32-quickgelu (4 layers)", "ViT-B-32-quickgelu", {"layers": 4}),
         ("ViT-M-16-alt (layer scale)", "ViT-M-16-alt", {"layers": 4}),
     ]
-    labels = {row[0] for row in OPEN_CLIP_ROWS}
-    rows = [row for row in classic if row[0] not in labels] + list(OPEN_CLIP_ROWS)
+    rows = [(label, name, over, build_visual) for label, name, over in classic]
+    rows += [(label, name, over, build_tower) for label, name, over in OPEN_CLIP_ROWS]
 
     def reference(visual: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if hasattr(visual, "transformer"):
@@ -71,12 +67,12 @@ def _open_clip_rows() -> list[Arch]:
         Arch(
             "open_clip",
             label,
-            (lambda n=name, o=over: build_visual(n, **o)),
+            (lambda n=name, o=over, b=build: b(n, **o)),
             vl.HookedViT.from_open_clip_model,
             reference,
             size,
         )
-        for label, name, over in rows
+        for label, name, over, build in rows
     ]
 
 

@@ -160,17 +160,44 @@ def test_preprocess_of_a_visual_only_tower_uses_its_image_size():
     assert model.preprocess(img).shape == (3, 160, 256)
 
 
+# ------------------------------------------------------------------ newly supported names
+@pytest.mark.parametrize(
+    "name, overrides, readout",
+    [
+        ("ViT-L-14-CLIPA", dict(layers=1, width=64, head_width=16, image_size=56), "avg"),
+        ("ViT-B-32", dict(layers=1, width=64, head_width=16, image_size=64, qk_norm=True), "cls"),
+    ],
+)
+@torch.no_grad()
+def test_formerly_refused_towers_convert(name, overrides, readout):
+    visual = build_visual(name, **overrides)
+    model = vl.HookedViT.from_open_clip_model(visual)
+    assert model.cfg.readout == readout
+    x = images(2, visual.image_size, seed=3)
+    assert max_err(model(x), visual(x)) <= F32_TOL
+    check_open_clip_config(name)  # the config check agrees
+
+
+def test_siglip_config_passes_the_config_check(monkeypatch):
+    def no_build(*a, **k):
+        raise AssertionError("the config check must not create the model")
+
+    monkeypatch.setattr(open_clip, "create_model", no_build)
+    check_open_clip_config("ViT-B-16-SigLIP")
+    check_open_clip_config("EVA01-g-14")
+
+
 # ---------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize(
     "name, phrase",
     [
         ("RN50", "ModifiedResNet"),
         ("RN50x4-quickgelu", "ModifiedResNet"),
-        ("convnext_base", "timm"),
-        ("ViT-B-16-SigLIP", "timm"),
-        ("EVA02-B-16", "timm"),
+        ("convnext_base", "timm ConvNeXt"),
+        ("MobileCLIP-S1", "timm FastVit"),
+        ("ViTamin-S", "hybrid"),
+        ("EVA02-B-16", "rotary position embeddings"),
         ("coca_ViT-B-32", "attentional pooler"),
-        ("ViT-L-14-CLIPA", "pool_type='avg'"),
     ],
 )
 def test_unsupported_names_are_refused_from_the_config(name, phrase, monkeypatch):
@@ -182,35 +209,35 @@ def test_unsupported_names_are_refused_from_the_config(name, phrase, monkeypatch
     with pytest.raises(vl.UnsupportedModelError, match=phrase) as info:
         vl.HookedViT.from_open_clip(name)
     assert repr(name) in str(info.value)
-    assert "class-token pooling" in str(info.value)  # says what is supported
+    assert "HookedViT supports open_clip VisionTransformer" in str(info.value)  # what is
     with pytest.raises(vl.UnsupportedModelError):
         check_open_clip_config(name)
 
 
 def test_custom_block_config_is_refused(monkeypatch):
-    """No built-in config uses open_clip's custom blocks; fake one with qk_norm."""
+    """No built-in config uses open_clip's custom blocks; fake one with an MLP LayerNorm
+    (qk_norm and scale_heads are a plain block in disguise and convert)."""
     real = open_clip.get_model_config
 
     def fake(name):
         cfg = real("ViT-B-32")
-        cfg["vision_cfg"]["qk_norm"] = True
-        return cfg if name == "ViT-B-32-qknorm" else real(name)
+        cfg["vision_cfg"]["scale_fc"] = True
+        return cfg if name == "ViT-B-32-scalefc" else real(name)
 
     monkeypatch.setattr(open_clip, "get_model_config", fake)
-    with pytest.raises(vl.UnsupportedModelError, match="normalise queries and keys"):
-        vl.HookedViT.from_open_clip("ViT-B-32-qknorm")
+    with pytest.raises(vl.UnsupportedModelError, match="MLPs have an inner LayerNorm"):
+        vl.HookedViT.from_open_clip("ViT-B-32-scalefc")
 
 
 @pytest.mark.parametrize(
     "overrides, phrase",
     [
-        ({"qk_norm": True}, "CustomResidualAttentionBlock"),
-        ({"scaled_cosine_attn": True}, "CustomResidualAttentionBlock"),
-        ({"block_type": "custom"}, "CustomResidualAttentionBlock"),
-        ({"pool_type": "avg"}, "pool_type='avg'"),
+        ({"scaled_cosine_attn": True}, "scaled cosine attention"),
+        ({"scale_attn": True}, "post-attention LayerNorm"),
+        ({"pool_type": "none"}, "pool_type='none'"),
         ({"attentional_pool": True}, "attentional pooler"),
     ],
-    ids=["qk_norm", "cosine", "custom", "avg", "attn_pool"],
+    ids=["cosine", "scale_attn", "pool_none", "attn_pool"],
 )
 def test_unsupported_built_towers_are_refused(overrides, phrase):
     visual = build_visual("ViT-B-32", perturb=False, layers=1, **overrides)

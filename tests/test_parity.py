@@ -72,3 +72,13 @@ def test_parity_and_decomposition(built, dtype):
     # The slim decomposition cache gives the same terms.
     _, slim = model.run_with_decomposition_cache(x)
     assert _err(slim.decompose_layers(ln_mode=mode, return_labels=False), terms) <= dtol
+
+
+def test_supported_models_page_lists_every_row():
+    """docs/supported-models.md is generated from this registry; regenerate it when a row is
+    added (``python scripts/make_supported_models.py``)."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "supported-models.md").read_text()
+    missing = [a.label for a in ARCHITECTURES if f"| {a.label.replace('|', '/')} |" not in page]
+    assert not missing, f"rows missing from docs/supported-models.md: {missing}"

@@ -27,6 +27,16 @@ TEXTS = [
 
 _TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
 _TINY_VISION = {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16}
+_SIGLIP_TEXT = {
+    **_TINY_TEXT,
+    "context_length": 16,
+    "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+    "tokenizer_kwargs": {"clean": "canonicalize"},
+    "no_causal_mask": True,
+    "proj_bias": True,
+    "pool_type": "last",
+    "norm_kwargs": {"eps": 1e-6},
+}
 TINY_CONFIGS = {
     "vl-test-tiny": {"embed_dim": 32, "vision_cfg": _TINY_VISION, "text_cfg": _TINY_TEXT},
     "vl-test-tiny-quickgelu": {
@@ -40,6 +50,15 @@ TINY_CONFIGS = {
         "custom_text": True,
         "vision_cfg": _TINY_VISION,
         "text_cfg": _TINY_TEXT,
+    },
+    # SigLIP's text tower (open_clip ViT-B-16-SigLIP's text_cfg, shrunk; CLIP vocabulary size so
+    # that SimpleTokenizer can stand in for its Hugging Face tokenizer, which is not offline).
+    "vl-test-tiny-siglip": {
+        "embed_dim": 24,
+        "init_logit_bias": -10,
+        "custom_text": True,
+        "vision_cfg": _TINY_VISION,
+        "text_cfg": _SIGLIP_TEXT,
     },
     "vl-test-tiny-smallvocab": {
         "embed_dim": 32,
@@ -291,6 +310,113 @@ def test_classify_adds_logit_bias(tiny_names):
         ref, _ = clip.get_logits(images, text.tokenizer(TEXTS[:3]))
         image_embeds = clip.encode_image(images)
     assert torch.allclose(text.classify(image_embeds, text.encode(TEXTS[:3])), ref, atol=1e-4)
+
+
+def test_probabilities_softmax_for_clip(tiny):
+    clip, tokenizer, text = tiny["vl-test-tiny"]
+    assert text.logit_bias is None and not text.uses_sigmoid
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, _ = clip.get_logits(images, tokenizer(TEXTS[:3]))
+        image_embeds = clip.encode_image(images)
+    probs = text.probabilities(image_embeds, text.encode(TEXTS[:3]))
+    assert torch.allclose(probs, ref.softmax(-1), atol=1e-5)
+    assert torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
+
+
+# ------------------------------------------------------------------ SigLIP (open_clip)
+SIGLIP_TOKENIZER = open_clip.SimpleTokenizer(context_length=16)
+
+
+@pytest.fixture(scope="module")
+def siglip(tiny_names):
+    """A shrunk open_clip SigLIP (CustomTextCLIP, TextTransformer, logit_bias) and its CLIPText."""
+    clip = _make("vl-test-tiny-siglip", seed=11)
+    with torch.no_grad():
+        clip.logit_bias.fill_(-3.0)  # not the init value, so reading it is checked
+        clip.logit_scale.fill_(2.0)
+    return clip, CLIPText.from_open_clip_model(clip, SIGLIP_TOKENIZER)
+
+
+def test_siglip_text_tower_encode_matches_open_clip(siglip):
+    clip, text = siglip
+    assert isinstance(clip, open_clip.CustomTextCLIP)
+    assert type(clip.text).__name__ == "TextTransformer" and clip.text.pool_type == "last"
+    assert text.context_length == 16 and text.d_embed == 24
+    for normalize in (True, False):
+        out = text.encode(TEXTS, normalize=normalize)
+        ref = _reference(clip, SIGLIP_TOKENIZER, TEXTS, normalize=normalize)
+        assert (out - ref).abs().max() <= 1e-6
+    assert text.logit_bias == pytest.approx(-3.0) and text.uses_sigmoid
+    assert text.logit_scale == pytest.approx(torch.tensor(2.0).exp().item())
+
+
+def test_siglip_custom_text_clip_constructor():
+    # The class open_clip builds for "ViT-B-16-SigLIP", built directly with small cfgs.
+    torch.manual_seed(5)
+    clip = open_clip.model.CustomTextCLIP(
+        24, _TINY_VISION, _SIGLIP_TEXT, init_logit_bias=-10
+    ).eval()
+    text = CLIPText.from_open_clip_model(clip, SIGLIP_TOKENIZER)
+    assert text.logit_bias == pytest.approx(-10.0) and text.uses_sigmoid
+    ref = _reference(clip, SIGLIP_TOKENIZER, TEXTS)
+    assert (text.encode(TEXTS) - ref).abs().max() <= 1e-6
+
+
+def test_siglip_classify_and_sigmoid_probabilities(siglip):
+    clip, text = siglip
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref, bias = clip.get_logits(images, SIGLIP_TOKENIZER(TEXTS[:4]))
+        image_embeds = clip.encode_image(images)
+        img = F.normalize(image_embeds, dim=-1)
+        txt = F.normalize(clip.encode_text(SIGLIP_TOKENIZER(TEXTS[:4])), dim=-1)
+        by_hand = clip.logit_scale.exp() * img @ txt.T + clip.logit_bias
+    assert torch.allclose(ref, by_hand, atol=1e-5)
+    weights = text.encode(TEXTS[:4])
+    logits = text.classify(image_embeds, weights)
+    assert (logits - ref).abs().max() <= 1e-4
+    probs = text.probabilities(image_embeds, weights)
+    assert (probs - ref.sigmoid()).abs().max() <= 1e-5
+    assert not torch.allclose(probs.sum(-1), torch.ones(3))  # independent, not a distribution
+
+
+def test_siglip_from_open_clip_by_name(siglip, tmp_path):
+    clip, text = siglip
+    path = tmp_path / "siglip.pt"
+    torch.save(clip.state_dict(), path)
+    loaded = CLIPText.from_open_clip("vl-test-tiny-siglip", path, tokenizer=SIGLIP_TOKENIZER)
+    assert loaded.model.visual is None
+    assert isinstance(loaded.model, open_clip.CustomTextCLIP)
+    assert (loaded.encode(TEXTS) - text.encode(TEXTS)).abs().max() <= 1e-6
+    assert loaded.logit_bias == pytest.approx(-3.0)
+
+
+def test_siglip_tokenizer_unavailable(tiny_names, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", offline)
+    with pytest.raises(OSError, match="Cannot load open_clip's tokenizer .* Pass tokenizer="):
+        CLIPText.from_open_clip("vl-test-tiny-siglip")
+    from vision_lens.loading.clip import load_clip
+
+    with pytest.raises(OSError, match="Pass tokenizer="):
+        load_clip("vl-test-tiny-siglip")
+
+
+def test_load_clip_siglip_logits(siglip, tmp_path):
+    from vision_lens.loading.clip import load_clip
+
+    clip, _ = siglip
+    path = tmp_path / "siglip.pt"
+    torch.save(clip.state_dict(), path)
+    model, text = load_clip("vl-test-tiny-siglip", str(path), tokenizer=SIGLIP_TOKENIZER)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, _ = clip.get_logits(images, SIGLIP_TOKENIZER(TEXTS[:3]))
+        logits = text.classify(model(images), text.encode(TEXTS[:3]))
+    assert (logits - ref).abs().max() <= 1e-4
 
 
 def test_similarity_width_mismatch():

@@ -39,7 +39,7 @@ from vision_lens.cache import ActivationCache, ComponentId
 from vision_lens.config import HookedViTConfig
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
-from vision_lens.loading.clip import load_clip
+from vision_lens.loading.clip import load_clip, load_clip_hf
 from vision_lens.loading.open_clip import UnsupportedModelError
 from vision_lens.readout import LinearReadout, Readout
 from vision_lens.shapes.load import load_shapes_clip
@@ -82,6 +82,7 @@ __all__ = [
     "imagenet_classnames",
     "imagenet_templates",
     "load_clip",
+    "load_clip_hf",
     "load_shapes_clip",
     "mean_ablate",
     "plot",

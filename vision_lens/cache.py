@@ -1,7 +1,7 @@
 """The vision ActivationCache: TransformerLens' cache plus exact direct-effect decompositions.
 
 The math (``docs/decomposition.md``, Gandelsman et al. 2024 §3 and A.1). The readout
-(:mod:`vision_lens.readout`) states the output as a linear function of the final residual
+(``vision_lens.readout``) states the output as a linear function of the final residual
 stream ``z`` at the positions ``q`` it reads, once the final norm's mean and scale (and an
 attention-pooling head's pattern) are frozen from the forward pass:
 

@@ -103,9 +103,9 @@ class HookedViT(HookedRootModule):
             The converted model, with ``model.preprocess`` set to open_clip's eval transform.
 
         Raises:
-            vision_lens.UnsupportedModelError: The image tower is not an open_clip
-                ``VisionTransformer`` with class-token pooling (ResNets, timm trunks, attentional
-                pooling, custom attention blocks).
+            vision_lens.UnsupportedModelError: The image tower is not a transformer over patches
+                that converts exactly (ResNet, ConvNeXt, FastViT, ViTamin; RoPE towers such as
+                EVA02 and PE-Core; CoCa's multi-query attentional pooler).
 
         Example:
             >>> model = HookedViT.from_open_clip("ViT-B-32")  # random weights  # doctest: +SKIP
@@ -157,8 +157,8 @@ class HookedViT(HookedRootModule):
     ) -> HookedViT:
         """Build a HookedViT from a loader's ``(config, state_dict, preprocess)``.
 
-        Every loader in :mod:`vision_lens.loading` is a pure function returning a
-        :class:`vision_lens.loading.LoadedTower`; this is the one place a model is built from one.
+        Every loader in ``vision_lens.loading`` is a pure function returning a
+        ``LoadedTower``; this is the one place a model is built from one.
         The state dict must match the config exactly (``strict=True``): a missing or extra weight
         is an error, never a silently random parameter.
 

@@ -1,10 +1,19 @@
-"""Both towers of an open_clip model from one load: a HookedViT and a CLIPText."""
+"""Both towers of a CLIP/SigLIP model from one load: a HookedViT and a CLIPText.
+
+- :func:`load_clip`: an open_clip model by name (CLIP, SigLIP, ...).
+- :func:`load_clip_hf`: a Hugging Face ``transformers`` ``CLIPModel`` or ``SiglipModel`` (hub id,
+  local directory or built model).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.open_clip import (
@@ -13,13 +22,21 @@ from vision_lens.loading.open_clip import (
     convert_open_clip_model,
     default_preprocess,
 )
-from vision_lens.text import CLIPText
+from vision_lens.text import (
+    CLIPText,
+    _drop_hf_image_tower,
+    _hf_text_kind,
+    _hf_tokenizer,
+    _load_hf_model,
+    _open_clip_tokenizer,
+)
 
 
 def load_clip(
     model_name: str,
     pretrained: str | None = None,
     *,
+    tokenizer: Callable[..., torch.Tensor] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     cache_dir: str | None = None,
@@ -31,6 +48,8 @@ def load_clip(
         model_name: An open_clip architecture name, e.g. ``"ViT-B-16"``.
         pretrained: An open_clip pretrained tag (downloaded on first use), a local checkpoint
             path, or ``None`` for random weights.
+        tokenizer: The text tokenizer (default ``open_clip.get_tokenizer(model_name)``, which for
+            SigLIP models downloads a Hugging Face tokenizer: offline, pass it here).
         device: Target device (default CPU).
         dtype: Target dtype (default float32).
         cache_dir: open_clip's download cache directory.
@@ -40,6 +59,10 @@ def load_clip(
 
     Raises:
         vision_lens.UnsupportedModelError: The image tower cannot be converted.
+        OSError: open_clip's tokenizer for the model cannot be loaded (pass ``tokenizer=``).
+
+    See Also:
+        :func:`load_clip_hf` for Hugging Face ``transformers`` CLIP and SigLIP models.
 
     Example:
         >>> model, clip = load_clip("ViT-B-32")  # random weights  # doctest: +SKIP
@@ -49,6 +72,8 @@ def load_clip(
 
     check_open_clip_config(model_name)
     pretrained = check_pretrained_source(model_name, pretrained)
+    if tokenizer is None:
+        tokenizer = _open_clip_tokenizer(model_name, cache_dir=cache_dir)
     source = open_clip.create_model(
         model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
     )
@@ -65,8 +90,94 @@ def load_clip(
     source.visual = None  # its weights now live in `model`; encode_text never reads it
     if device is not None or dtype is not None:
         source.to(device=device, dtype=dtype)
-    clip = CLIPText.from_open_clip_model(source, open_clip.get_tokenizer(model_name))
+    clip = CLIPText.from_open_clip_model(source, tokenizer)
     return model, clip.eval()
+
+
+def load_clip_hf(
+    name_or_path_or_model: str | os.PathLike | nn.Module,
+    tokenizer: Callable[..., Any] | None = None,
+    *,
+    padding: bool | str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **from_pretrained_kwargs: Any,
+) -> tuple[HookedViT, CLIPText]:
+    """Load a Hugging Face CLIP or SigLIP model once and return its image tower as a
+    :class:`HookedViT` and its text side as a :class:`CLIPText`.
+
+    The counterpart of :func:`load_clip` for ``transformers`` checkpoints: the model is loaded
+    once, its vision part converted with ``vision_lens.loading.hf.hf_to_hooked`` (the
+    HookedViT reproduces ``get_image_features``), then its image tower is dropped and the rest
+    wrapped by :meth:`CLIPText.from_hf` (``encode`` reproduces ``get_text_features``, and
+    ``classify`` the model's ``logits_per_image``, bias included for SigLIP).
+
+    Args:
+        name_or_path_or_model: A hub id, a local ``save_pretrained`` directory, or a built
+            ``CLIPModel`` / ``SiglipModel``. A built model is not modified (its image tower is
+            kept and the HookedViT shares its weights), only put in eval mode.
+        tokenizer: The text tokenizer (default ``AutoTokenizer.from_pretrained`` of the name or
+            path, or of a built model's ``config._name_or_path``).
+        padding: Tokenizer padding (default ``"max_length"`` for SigLIP, ``True`` for CLIP; see
+            :meth:`CLIPText.from_hf`).
+        device: Target device (default: CPU when loaded, else where the model is).
+        dtype: Target dtype (default: the model's).
+        **from_pretrained_kwargs: Passed to ``from_pretrained`` (``revision``, ``cache_dir``,
+            ``torch_dtype``, ...).
+
+    Returns:
+        ``(model, clip)``; for a name or path, ``model.preprocess`` is the checkpoint's image
+        processor (when it has one).
+
+    Raises:
+        vision_lens.UnsupportedModelError: The model is not a ``CLIPModel`` / ``SiglipModel``
+            (e.g. a ``Dinov2Model``, or a text- or vision-only class), or its image tower
+            cannot be converted.
+
+    Example:
+        >>> model, clip = load_clip_hf("google/siglip-base-patch16-224")  # doctest: +SKIP
+        >>> weights = clip.encode(["a photo of a dog", "a photo of a cat"])  # doctest: +SKIP
+        >>> probs = clip.probabilities(model(images), weights)  # sigmoid  # doctest: +SKIP
+    """
+    from vision_lens.loading.base import LoadedTower
+    from vision_lens.loading.hf import _hf_preprocess, hf_to_hooked
+    from vision_lens.loading.open_clip import UnsupportedModelError
+
+    if isinstance(name_or_path_or_model, nn.Module):
+        if from_pretrained_kwargs:
+            raise TypeError(
+                f"from_pretrained arguments {sorted(from_pretrained_kwargs)} need a name or "
+                "path, not a built model."
+            )
+        source = name_or_path_or_model.eval()
+        kind = _hf_text_kind(source)
+        if kind not in ("CLIPModel", "SiglipModel"):
+            raise UnsupportedModelError(
+                f"load_clip_hf needs both towers, a CLIPModel or SiglipModel; got {kind}. Use "
+                "CLIPText.from_hf for a text-only model and HookedViT.from_hf for an image model."
+            )
+        path, preprocess = None, None
+    else:
+        path = os.fspath(name_or_path_or_model)
+        source = _load_hf_model(path, text_only=False, **from_pretrained_kwargs)
+        preprocess = _hf_preprocess(path, **_hub_kwargs(from_pretrained_kwargs))
+        if tokenizer is None:
+            tokenizer = _hf_tokenizer(path, **from_pretrained_kwargs)
+    cfg, state_dict, _ = hf_to_hooked(source, model_name=path)
+    model = HookedViT.from_loaded(
+        LoadedTower(cfg, state_dict, preprocess), device=device, dtype=dtype
+    )
+    if path is not None:
+        _drop_hf_image_tower(source)  # its weights now live in `model`
+    if device is not None or dtype is not None:
+        source.to(device=device, dtype=dtype)
+    clip = CLIPText.from_hf(source, tokenizer, padding=padding)
+    return model, clip.eval()
+
+
+def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+    return {k: kwargs[k] for k in keys if k in kwargs}
 
 
 def load_clip_or_shapes(
