@@ -36,6 +36,7 @@ class Arch(NamedTuple):
 def _open_clip_rows() -> list[Arch]:
     from arch_open_clip import OPEN_CLIP_ROWS, build_tower
     from oc_helpers import build_visual, open_clip_block_outputs
+
     classic = [
         ("ViT-B-32 (4 layers)", "ViT-B-32", {"layers": 4}),
         ("ViT-B-32-quickgelu (4 layers)", "ViT-B-32-quickgelu", {"layers": 4}),
