@@ -154,13 +154,17 @@ class HookedViT(HookedRootModule):
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        image_size: int | tuple[int, int] | None = None,
     ) -> HookedViT:
         """Build a HookedViT from a loader's ``(config, state_dict, preprocess)``.
 
         Every loader in ``vision_lens.loading`` is a pure function returning a
         ``LoadedTower``; this is the one place a model is built from one.
         The state dict must match the config exactly (``strict=True``): a missing or extra weight
-        is an error, never a silently random parameter.
+        is an error, never a silently random parameter. With ``image_size`` the patch position
+        embeddings are resampled to another input size
+        (:func:`vision_lens.loading.base.resample_position_embeddings`; ``preprocess`` is then
+        ``None``, since the source's transform makes the old size).
 
         Example:
             >>> from vision_lens.loading import LoadedTower
@@ -170,6 +174,10 @@ class HookedViT(HookedRootModule):
             >>> HookedViT.from_loaded(LoadedTower(cfg, sd, None)).cfg.n_pos
             5
         """
+        if image_size is not None:
+            from vision_lens.loading.base import resample_position_embeddings
+
+            loaded = resample_position_embeddings(loaded, image_size)
         cfg, state_dict, preprocess = loaded
         with torch.device("meta"):
             model = cls(cfg, preprocess=preprocess)
@@ -186,6 +194,7 @@ class HookedViT(HookedRootModule):
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        image_size: int | tuple[int, int] | None = None,
         **create_kwargs: Any,
     ) -> HookedViT:
         """Build a HookedViT from a timm ``VisionTransformer`` (DeiT, DeiT-3, AugReg, DINO,
@@ -196,6 +205,8 @@ class HookedViT(HookedRootModule):
             pretrained: ``True`` for timm's pretrained weights (downloaded on first use), a local
                 checkpoint path, or ``False`` for random weights.
             device: Target device. dtype: Target dtype.
+            image_size: Resample the position embeddings to this input size (see
+                :meth:`from_loaded`); with a name, timm's own ``img_size=`` does the same.
             **create_kwargs: Passed to ``timm.create_model`` (``num_classes=0``, ``img_size``,
                 ``global_pool``, ...).
 
@@ -214,7 +225,7 @@ class HookedViT(HookedRootModule):
         from vision_lens.loading.timm import load_timm
 
         loaded = load_timm(name_or_model, pretrained=pretrained, **create_kwargs)
-        return cls.from_loaded(loaded, device=device, dtype=dtype)
+        return cls.from_loaded(loaded, device=device, dtype=dtype, image_size=image_size)
 
     @classmethod
     def from_hf(
@@ -223,6 +234,7 @@ class HookedViT(HookedRootModule):
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        image_size: int | tuple[int, int] | None = None,
         **from_pretrained_kwargs: Any,
     ) -> HookedViT:
         """Build a HookedViT from a Hugging Face transformers vision model (CLIP, SigLIP,
@@ -232,6 +244,8 @@ class HookedViT(HookedRootModule):
             name_or_path_or_model: A hub id, a local directory written by ``save_pretrained``,
                 or a built transformers model.
             device: Target device. dtype: Target dtype.
+            image_size: Resample the position embeddings to this input size (see
+                :meth:`from_loaded`).
             **from_pretrained_kwargs: Passed to ``from_pretrained``.
 
         Returns:
@@ -245,7 +259,7 @@ class HookedViT(HookedRootModule):
         from vision_lens.loading.hf import load_hf
 
         loaded = load_hf(name_or_path_or_model, **from_pretrained_kwargs)
-        return cls.from_loaded(loaded, device=device, dtype=dtype)
+        return cls.from_loaded(loaded, device=device, dtype=dtype, image_size=image_size)
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> HookedViT:
