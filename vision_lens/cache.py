@@ -47,6 +47,7 @@ given, so the ``[batch, layer, head, pos, d_embed]`` tensor is only built when a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -539,3 +540,25 @@ class ComponentId(str):
 
     def __reduce__(self):
         return (ComponentId, (self.kind, self.layer, self.head))
+
+    @classmethod
+    def parse(cls, label: str) -> ComponentId:
+        """The id of a label string (a :class:`ComponentId` is returned as it is), for labels
+        that come from outside, e.g. a saved file.
+
+        Example:
+            >>> ComponentId.parse("L3H1").kind, ComponentId.parse("L2_mlp").layer
+            ('head', 2)
+        """
+        if isinstance(label, ComponentId):
+            return label
+        match = _LABEL.match(label)
+        if match is None:
+            return cls(label)
+        layer, head, kind = match.groups()
+        if head is not None:
+            return cls("head", int(layer), int(head))
+        return cls(kind, int(layer))
+
+
+_LABEL = re.compile(r"^L(\d+)(?:H(\d+)|_(attn_bias|attn|mlp))$")

@@ -15,7 +15,6 @@ serves them all.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from vision_lens.cache import LnMode
+from vision_lens.cache import ComponentId, LnMode
 
 
 def _check_terms(terms: Tensor) -> None:
@@ -148,18 +147,18 @@ def cumulative_attention_ablation(
 
 
 # ---------------------------------------------------------------------- components with heads
-_HEAD_LABEL = re.compile(r"^L(\d+)H(\d+)$")
 HeadLabel = tuple[int, int]
 
 
-def head_label(layer: int, head: int) -> str:
-    """The component label of a head, ``"L{layer}H{head}"`` (the paper's notation).
+def head_label(layer: int, head: int) -> ComponentId:
+    """The component id of a head, a string ``"L{layer}H{head}"`` (the paper's notation) with
+    ``kind="head"``, ``layer`` and ``head`` attributes.
 
     Example:
         >>> head_label(22, 11)
         'L22H11'
     """
-    return f"L{int(layer)}H{int(head)}"
+    return ComponentId("head", int(layer), int(head))
 
 
 @dataclass
@@ -206,12 +205,8 @@ class Components:
     @property
     def heads(self) -> list[HeadLabel]:
         """``(layer, head)`` of every head component, in component order."""
-        out = []
-        for label in self.labels:
-            match = _HEAD_LABEL.match(label)
-            if match:
-                out.append((int(match.group(1)), int(match.group(2))))
-        return out
+        ids = (ComponentId.parse(label) for label in self.labels)
+        return [(cid.layer, cid.head) for cid in ids if cid.kind == "head"]
 
     def index(self, names: str | Sequence[str]) -> list[int]:
         """Component indices of labels.
@@ -268,13 +263,8 @@ class Components:
         and :func:`mean_ablate`."""
         groups: dict[str, list[int]] = {}
         for i, label in enumerate(self.labels):
-            match = _HEAD_LABEL.match(label)
-            if match:
-                key = f"L{match.group(1)}_attn"
-            elif label.endswith("_attn_bias"):
-                key = label[: -len("_bias")]
-            else:
-                key = label
+            cid = ComponentId.parse(label)
+            key = ComponentId("attn", cid.layer) if cid.kind in ("head", "attn_bias") else cid
             groups.setdefault(key, []).append(i)
         labels = list(groups)
         terms = torch.stack([self.terms[idx].sum(0) for idx in groups.values()])
@@ -339,7 +329,8 @@ def split_heads(
     position = {layer: slot for slot, layer in enumerate(head_layers)}
     terms, labels = [], []
     for i, label in enumerate(layer_labels):
-        layer = int(label[1:-5]) if label.startswith("L") and label.endswith("_attn") else None
+        cid = ComponentId.parse(label)
+        layer = cid.layer if cid.kind == "attn" else None
         if layer is None or layer not in position:
             terms.append(layer_terms[i])
             labels.append(label)
@@ -353,7 +344,7 @@ def split_heads(
         terms.extend(layer_heads.to(layer_terms))
         labels.extend(head_label(layer, h) for h in range(layer_heads.shape[0]))
         terms.append(rest)
-        labels.append(f"L{layer}_attn_bias")
+        labels.append(ComponentId("attn_bias", layer))
     if position:
         raise ValueError(f"No L{{l}}_attn term for head layers {sorted(position)}.")
     return Components(torch.stack(terms), labels, embed)
