@@ -26,9 +26,12 @@ weights, so the full-size checkpoints convert the same way.
 Loaders: `HookedViT.from_open_clip(name, pretrained)`, `HookedViT.from_timm(name_or_model,
 pretrained=..., **create_kwargs)`, `HookedViT.from_hf(name_or_path_or_model)`. Refused, with a
 `vl.UnsupportedModelError` that names the reason: convolutional and hybrid towers (ResNet,
-ConvNeXt, FastViT, ViTamin, Swin, MaxViT), post-norm or parallel blocks, RoPE (EVA02,
-`vit_*_rope*`), per-token outputs (`global_pool=''`), Hugging Face `ViTModel`/`DeiTModel` with
-their tanh pooler (load with `add_pooling_layer=False`).
+ConvNeXt, FastViT, ViTamin, Swin, MaxViT), post-norm or parallel blocks (EVA02-E), a norm over
+all heads before the output projection (EVA02-CLIP's `scale_attn_inner`: it mixes the heads),
+CoCa's 256-query attentional pooler, per-token outputs (`global_pool=''`), Hugging Face
+`ViTModel`/`DeiTModel` with their tanh pooler (load with `add_pooling_layer=False`). Rotary
+position embeddings (EVA02, PE-Core, DINOv3, `vit_*_rope*`) are supported: the rotation tables
+are read from the source at its image size.
 
 | source | row | readout | prefix tokens | norm | MLP | other |
 |---|---|---|---|---|---|---|

@@ -76,6 +76,16 @@ OPEN_CLIP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("ViT-SO400M-14-SigLIP", "ViT-SO400M-14-SigLIP", _timm(img_size=56)),
     ("EVA01-g-14 (timm Eva, head in trunk)", "EVA01-g-14", _timm(img_size=56)),
     ("MobileCLIP2-L-14 (timm CLIP ViT)", "MobileCLIP2-L-14", _timm(img_size=56)),
+    # Perception Encoder: RoPE on the patch tokens, norm_pre, MAP head, projection in the trunk.
+    ("PE-Core-T-16-384 (timm Eva, RoPE, MAP)", "PE-Core-T-16-384", _timm()),
+    ("PE-Core-B-16 (timm Eva, RoPE, MAP)", "PE-Core-B-16", _timm(img_size=48)),
+    (
+        # EVA02-CLIP's own trunk is refused (its norm over all heads' outputs mixes the heads);
+        # without that norm the rest of it (RoPE, SwiGLU with an MLP norm) converts.
+        "EVA02-B-16 trunk without scale_attn_inner (RoPE, SwiGLU + MLP norm)",
+        "EVA02-B-16",
+        _timm(img_size=48, scale_attn_inner=False),
+    ),
     (
         "SigLIP + open_clip linear proj with bias",
         "ViT-B-16-SigLIP",

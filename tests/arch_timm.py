@@ -22,6 +22,7 @@ from torch import nn
 _SMALL = dict(depth=2, img_size=64)
 # Base-width towers (SigLIP, CLIP) narrowed to ViT-Tiny width: the layout is what is tested.
 _NARROW = dict(_SMALL, embed_dim=192, num_heads=3)
+_EVA02 = dict(depth=2, img_size=56)
 
 
 def _rows() -> list[tuple[str, str, dict[str, Any]]]:
@@ -83,6 +84,11 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
         ),
         ("qk_norm", "vit_small_patch16_224", dict(_SMALL, num_classes=0, qk_norm=True)),
         (
+            "MLP hidden-layer norm (scale_mlp_norm)",
+            "vit_small_patch16_224",
+            dict(_SMALL, num_classes=0, scale_mlp_norm=True),
+        ),
+        (
             "no class token, avg",
             "vit_small_patch16_224",
             dict(_SMALL, num_classes=0, class_token=False, global_pool="avg"),
@@ -125,6 +131,40 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
             "eva02_tiny_patch14_224",
             dict(depth=2, img_size=56, use_rot_pos_emb=False, num_classes=0, global_pool="map"),
         ),
+        # Rotary position embeddings: each block's sin/cos tables are copied from timm's rope
+        # module, whatever its flavour.
+        ("eva02 tiny (RoPE, packed SwiGLU)", "eva02_tiny_patch14_224", dict(_EVA02, num_classes=0)),
+        (
+            "eva02 base-style (RoPE, SwiGLU with MLP norm) + classifier",
+            "eva02_base_patch14_224",
+            dict(_EVA02, embed_dim=64, num_heads=4, num_classes=5),
+        ),
+        (
+            "vit rope (AttentionRope, layer scale, no abs pos)",
+            "vit_small_patch16_rope_224",
+            dict(_SMALL, num_classes=0),
+        ),
+        (
+            "vit rope mixed (learned per-head RoPE)",
+            "vit_small_patch16_rope_mixed_224",
+            dict(_SMALL, num_classes=0),
+        ),
+        (
+            "vit rope, grouped-query key/value heads, qk_norm",
+            "vit_small_patch16_rope_224",
+            dict(_SMALL, num_classes=0, qkv_fused=False, num_kv_heads=2, qk_norm=True),
+        ),
+        (
+            "vit rope reg1 gap (register, no class token, avg)",
+            "vit_base_patch16_rope_reg1_gap_256",
+            dict(_NARROW, num_classes=0),
+        ),
+        (
+            "PE-Core tiny (RoPE, MAP, norm_pre)",
+            "vit_pe_core_tiny_patch16_384",
+            dict(_SMALL, num_classes=32),
+        ),
+        ("dinov3 small (half-split RoPE, registers)", "vit_small_patch16_dinov3", dict(_SMALL)),
     ]
 
 

@@ -24,6 +24,9 @@ CONFIGS = {
     ),
     "avg+fc_norm+rms": dict(readout="avg", final_ln_after_pool=True, norm_type="RMS"),
     "cls_dist+heads": dict(dist_token=True, readout="cls_dist", dist_head=True, proj_bias=True),
+    "rope+qk_norm+mlp_norm+map": dict(
+        rope="half", rope_per_head=True, qk_norm=True, mlp_norm=True, readout="map"
+    ),
 }
 
 

@@ -80,6 +80,19 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return z.flatten(2)
 
 
+def _rope(layout: str, cos: Tensor, sin: Tensor, x: Tensor) -> Tensor:
+    """Rotate channel pairs ``(a, b) -> (a cos - b sin, b cos + a sin)``; ``x`` is
+    ``[batch, head, pos, d_head]``, the tables ``[1 or head, pos, d_head]`` (one angle per pair,
+    repeated on both channels of the pair)."""
+    if layout == "half":
+        a, b = x.chunk(2, -1)
+        c, s = cos.chunk(2, -1)[0], sin.chunk(2, -1)[0]
+        return torch.cat([a * c - b * s, b * c + a * s], -1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, s = cos[..., 0::2], sin[..., 0::2]
+    return torch.stack([a * c - b * s, b * c + a * s], -1).flatten(-2)
+
+
 def _reference_forward(
     cfg: HookedViTConfig, sd: dict[str, Tensor], x: Tensor
 ) -> tuple[Tensor, list[Tensor]]:
@@ -104,6 +117,9 @@ def _reference_forward(
         if cfg.qk_norm:
             q = _norm(cfg, sd, f"{p}.attn.q_norm", q)
             k = _norm(cfg, sd, f"{p}.attn.k_norm", k)
+        if cfg.rope is not None:
+            tables = sd[f"{p}.attn.rope_cos"], sd[f"{p}.attn.rope_sin"]
+            q, k = _rope(cfg.rope, *tables, q), _rope(cfg.rope, *tables, k)
         h = h + _attend(q, k, v) @ sd[f"{p}.attn.out_weight"].T + sd[f"{p}.attn.b_O"]
         m = _norm(cfg, sd, f"{p}.ln2", h)
         pre = m @ sd[f"{p}.mlp.in_weight"].T + sd[f"{p}.mlp.b_in"]
@@ -112,6 +128,8 @@ def _reference_forward(
             post = _act(cfg.act_fn, gate) * pre
         else:
             post = _act(cfg.act_fn, pre)
+        if cfg.mlp_norm:
+            post = _norm(cfg, sd, f"{p}.mlp.ln", post)
         h = h + post @ sd[f"{p}.mlp.out_weight"].T + sd[f"{p}.mlp.b_out"]
         resids.append(h)
     if not cfg.final_ln_after_pool:
@@ -259,8 +277,13 @@ REFUSALS = [
     ("maxvit", "test_maxvit", {}, "MaxxVit"),
     ("ResPostBlock", "vit_base_patch16_rpn_224", dict(depth=1), "ResPostBlock"),
     ("relpos", "test_vit_relpos", {}, "VisionTransformerRelPos"),
-    ("rope", "vit_small_patch16_rope_224", dict(depth=1), "RoPE not yet supported"),
-    ("eva02 rope", "eva02_tiny_patch14_224", dict(depth=1), "RoPE not yet supported"),
+    (
+        "eva02 clip (attention inner norm)",
+        "eva02_base_patch16_clip_224",
+        dict(depth=1),
+        "mixes the heads",
+    ),
+    ("eva02 enormous (post-norm)", "eva02_enormous_patch14_clip_224", dict(depth=1), "PostNorm"),
     ("hybrid stem", "vit_tiny_r_s16_p8_224", dict(depth=1), "HybridEmbed"),
     (
         "ParallelScalingBlock",
@@ -269,12 +292,6 @@ REFUSALS = [
         "ParallelScalingBlock",
     ),
     ("scale_attn_norm", "vit_small_patch16_224", dict(depth=1, scale_attn_norm=True), "scale_norm"),
-    (
-        "scale_mlp_norm",
-        "vit_small_patch16_224",
-        dict(depth=1, scale_mlp_norm=True),
-        "scale_mlp_norm",
-    ),
     ("no pooling", "vit_small_patch16_224", dict(depth=1, global_pool=""), "per-token"),
     ("max pooling", "vit_small_patch16_224", dict(depth=1, global_pool="max"), "'max'"),
     (

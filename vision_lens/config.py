@@ -10,9 +10,11 @@ import torch
 ActFn = Literal["gelu", "gelu_tanh", "quick_gelu", "silu", "relu"]
 NormType = Literal["LN", "RMS"]
 ReadoutKind = Literal["cls", "avg", "cls_dist", "map"]
+RopeLayout = Literal["interleaved", "half"]
 ACT_FNS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
 NORM_TYPES = ("LN", "RMS")
 READOUTS = ("cls", "avg", "cls_dist", "map")
+ROPE_LAYOUTS = ("interleaved", "half")
 
 
 @dataclass
@@ -48,6 +50,20 @@ class HookedViTConfig:
         norm_type: ``"LN"`` (LayerNorm) or ``"RMS"`` (RMSNorm, no centring).
         qk_norm: Whether queries and keys are normalised per head (timm ``qk_norm``).
         gated_mlp: SwiGLU-style MLP: ``act(x W_gate) * (x W_in)`` (DINOv2-giant, EVA02).
+        mlp_norm: The MLP normalises its hidden layer (``d_mlp`` wide) before the output
+            projection (timm ``scale_mlp``: EVA02's SwiGLU). A norm of the same type and eps as
+            the tower's, submodule ``mlp.ln``.
+        rope: Rotary position embeddings on the queries and keys of every block, after qk-norm:
+            ``None`` (none), ``"interleaved"`` (channel pairs ``(0, 1), (2, 3), ...`` rotate
+            together: timm's default, EVA02, PE) or ``"half"`` (pairs ``(i, i + d_head / 2)``:
+            timm's ``rotate_half``, DINOv3). The rotation angles are data, not a rule: each
+            block's attention holds the per-position tables ``rope_cos``/``rope_sin``
+            ``[1 or n_heads, n_pos, d_head]`` (persistent buffers, in the state dict), taken at
+            conversion from the source model; tokens it does not rotate (the prefix tokens, in
+            timm) have ``cos = 1, sin = 0``. A model built from a config alone starts with
+            that identity rotation everywhere.
+        rope_per_head: The rotation tables differ per head (timm's ``rope_type='mixed'``, with
+            learned per-head frequencies); otherwise one table is shared by all heads.
         readout: How the output is read from the final residual stream: ``"cls"`` (class token),
             ``"avg"`` (mean over patch tokens), ``"cls_dist"`` (class and distillation tokens
             averaged, DeiT distilled) or ``"map"`` (attention pooling by a learned query,
@@ -88,6 +104,9 @@ class HookedViTConfig:
     norm_type: NormType = "LN"
     qk_norm: bool = False
     gated_mlp: bool = False
+    mlp_norm: bool = False
+    rope: RopeLayout | None = None
+    rope_per_head: bool = False
     readout: ReadoutKind = "cls"
     readout_n_heads: int | None = None
     readout_d_mlp: int | None = None
@@ -118,6 +137,8 @@ class HookedViTConfig:
                     f"image_size {self.image_size} is not a multiple of patch_size "
                     f"{self.patch_size} along {axis}."
                 )
+        # TransformerLens' apply_ln_to_stack centres only for "LN"-style norms.
+        self.normalization_type = self.norm_type
         for name, value, allowed in (
             ("act_fn", self.act_fn, ACT_FNS),
             ("norm_type", self.norm_type, NORM_TYPES),
@@ -125,6 +146,12 @@ class HookedViTConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}.")
+        if self.rope is not None and self.rope not in ROPE_LAYOUTS:
+            raise ValueError(f"rope={self.rope!r} is not supported; use None or {ROPE_LAYOUTS}.")
+        if self.rope is not None and self.d_head % 2:
+            raise ValueError(f"rope needs an even d_head (pairs of channels), got {self.d_head}.")
+        if self.rope_per_head and self.rope is None:
+            raise ValueError("rope_per_head=True needs rope set.")
         if self.n_registers < 0:
             raise ValueError(f"n_registers must be >= 0, got {self.n_registers}.")
         if self.readout in ("cls", "cls_dist") and not self.class_token:

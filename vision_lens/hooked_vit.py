@@ -22,22 +22,26 @@ if TYPE_CHECKING:
 
 
 class HookedViT(HookedRootModule):
-    """A ViT image tower (open_clip's ``VisionTransformer`` with class-token pooling) whose every
-    intermediate activation is a named TransformerLens hook point.
+    """A plain ViT (open_clip, timm or Hugging Face) whose every intermediate activation is a
+    named TransformerLens hook point.
 
-    ``model(images)`` returns the image embedding ``[batch, d_embed]``, equal to open_clip's
-    ``encode_image`` (unnormalised). ``run_with_cache``, ``run_with_hooks`` and ``hooks()`` behave
+    ``model(images)`` returns what the source model returns: open_clip's ``encode_image``
+    (unnormalised), timm's ``model(x)``, transformers' image embeddings, pooled features or
+    logits (see the loaders). ``run_with_cache``, ``run_with_hooks`` and ``hooks()`` behave
     as in TransformerLens; ``run_with_cache`` returns a :class:`vision_lens.ActivationCache`.
 
-    Hook points (``L`` = layer, ``pos`` = 1 + n_patches, class token first):
+    Hook points (``L`` = layer, ``pos`` = prefix tokens then patches; ``docs/hooks.md`` lists the
+    hooks only some families have: qk-norm, gated and normed MLPs, the attention-pool readout):
         ``hook_embed``, ``hook_pos_embed``, ``ln_pre.hook_scale``, ``ln_pre.hook_normalized``,
         ``blocks.L.hook_resid_pre``, ``blocks.L.ln1.hook_scale``, ``blocks.L.ln1.hook_normalized``,
-        ``blocks.L.attn.hook_q/k/v``, ``blocks.L.attn.hook_attn_scores``,
+        ``blocks.L.attn.hook_q/k/v`` (``hook_rot_q/k`` after rotary embeddings, where used),
+        ``blocks.L.attn.hook_attn_scores``,
         ``blocks.L.attn.hook_pattern``, ``blocks.L.attn.hook_z``, ``blocks.L.attn.hook_result``,
         ``blocks.L.hook_attn_out``, ``blocks.L.hook_resid_mid``, ``blocks.L.ln2.*``,
         ``blocks.L.mlp.hook_pre``, ``blocks.L.mlp.hook_post``, ``blocks.L.hook_mlp_out``,
         ``blocks.L.hook_resid_post``, ``ln_final.hook_scale``, ``ln_final.hook_normalized``,
-        ``hook_pooled`` ``[batch, d_model]``, ``hook_image_embed`` ``[batch, d_embed]``.
+        ``hook_pooled`` ``[batch, d_model]``, ``hook_image_embed`` ``[batch, d_embed]``,
+        ``blocks.L.mlp.ln.*`` (MLP-internal norm), ``readout.*`` (attention pooling).
         A tower without a pre-LayerNorm (open_clip ``no_ln_pre``) has no ``ln_pre.*`` hooks.
 
     Observing a hook point never changes the result; the expensive explicit paths (per-head

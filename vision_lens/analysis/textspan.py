@@ -50,6 +50,9 @@ __all__ = ["TextSpanResult", "head_outputs_dataset", "textspan", "textspan_model
 #: A text whose residual squared norm falls to this fraction of its squared norm as given can no
 #: longer be chosen (it lies, numerically, in the span of the chosen texts).
 ELIGIBLE_TOL = 1e-12
+#: Eigenvalues of the outputs' Gram matrix below this fraction of the largest are treated as
+#: zero (singular values below 1e-5 of the largest: far above float32 rounding, 1e-7).
+RANK_TOL = 1e-10
 
 HeadLabel = tuple[int, int]
 
@@ -364,8 +367,15 @@ def _textspan_chunk(
     if r < d:
         # Top right singular vectors of the *uncentred* outputs, as in the reference code.
         uncentred = gram + n_images * mean[:, :, None] * mean[:, None, :]
-        _, eigenvectors = torch.linalg.eigh(uncentred)  # ascending eigenvalues
+        eigenvalues, eigenvectors = torch.linalg.eigh(uncentred)  # ascending eigenvalues
         V = eigenvectors[..., -r:].flip(-1)  # [h, d, r]
+        # A head writes from a d_head-dimensional space, so when r > d_head the top-r subspace
+        # includes directions of (numerically) zero variance, and which ones eigh returns is
+        # decided by rounding noise: a perturbation of 1e-13 then changed which texts were
+        # picked. Those directions carry no signal; dropping them makes the result depend on the
+        # data only (an exact reimplementation of the reference wherever they are absent).
+        top = eigenvalues[..., -r:].flip(-1)  # [h, r], descending
+        V = V * (top > RANK_TOL * top[:, :1].clamp(min=0))[:, None, :]
         rho = torch.einsum("md,hdr->hmr", R, V)  # text coordinates in the subspace
         S = V.mT @ gram @ V / n_images  # [h, r, r]
     else:

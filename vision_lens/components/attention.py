@@ -29,8 +29,20 @@ class Attention(nn.Module):
     queries and keys of each head are normalised over ``d_head`` (submodules ``q_norm`` and
     ``k_norm``, each with its own ``hook_scale``/``hook_normalized``) before the dot product.
 
+    With ``cfg.rope`` set, the (normalised) queries and keys are then rotated per position:
+    ``q * cos + rotate(q) * sin`` with the tables ``rope_cos``/``rope_sin``
+    ``[1 or head, pos, d_head]`` (persistent buffers holding the source model's own angles;
+    ``cos = 1, sin = 0`` for tokens the source does not rotate, so the rotation is exactly the
+    identity there). ``rotate`` maps each channel pair ``(a, b)`` to ``(-b, a)``: pairs are
+    adjacent channels for ``"interleaved"``, channels ``i`` and ``i + d_head / 2`` for
+    ``"half"``. Only the queries and keys change, so the values, the pattern and everything
+    after them (and the per-head decomposition) are as without RoPE.
+
     Hook points:
-        hook_q, hook_k, hook_v: ``[batch, pos, head, d_head]``.
+        hook_q, hook_k, hook_v: ``[batch, pos, head, d_head]``, the projections as computed
+            (queries and keys before qk-norm and before any rotation).
+        hook_rot_q, hook_rot_k: ``[batch, pos, head, d_head]`` (RoPE only, TransformerLens'
+            names), the queries and keys after qk-norm and rotation: what the scores use.
         hook_attn_scores: ``[batch, head, query_pos, key_pos]``, scaled by ``1/sqrt(d_head)``.
         hook_pattern: ``[batch, head, query_pos, key_pos]``, softmax of the scores.
         hook_z: ``[batch, pos, head, d_head]``, pattern-weighted values.
@@ -47,6 +59,10 @@ class Attention(nn.Module):
         >>> attn = Attention(cfg)
         >>> attn.W_Q.shape, attn.W_O.shape
         (torch.Size([2, 16, 8]), torch.Size([2, 8, 16]))
+        >>> rope_cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...                            image_size=16, patch_size=8, rope="interleaved")
+        >>> Attention(rope_cfg).rope_cos.shape  # [1 (shared by the heads), n_pos, d_head]
+        torch.Size([1, 5, 8])
     """
 
     def __init__(
@@ -54,7 +70,19 @@ class Attention(nn.Module):
         cfg: HookedViTConfig,
         n_heads: int | None = None,
         qk_norm: bool | None = None,
+        rope: bool | None = None,
     ):
+        """Build the weights (uninitialised) and hook points.
+
+        Args:
+            cfg: The tower's config.
+            n_heads: Head count, for an attention other than the blocks' (an attention-pooling
+                head); ``d_head`` is then ``d_model // n_heads``.
+            qk_norm: Normalise queries and keys (default: ``cfg.qk_norm``).
+            rope: Rotate queries and keys by ``cfg.rope`` (default: ``cfg.rope is not None``
+                for a block's attention; off when ``n_heads`` is given, since the rotation
+                tables are per block).
+        """
         super().__init__()
         self.n_heads = n_heads or cfg.n_heads
         self.d_head = cfg.d_head if n_heads is None else cfg.d_model // n_heads
@@ -68,6 +96,20 @@ class Attention(nn.Module):
         if self.qk_norm:
             self.q_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
             self.k_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
+        if rope is None:
+            rope = cfg.rope is not None and n_heads is None
+        if rope and cfg.rope is None:
+            raise ValueError("rope=True needs cfg.rope (the channel-pair layout) to be set.")
+        self.rope = cfg.rope if rope else None
+        if self.rope is not None:
+            # Buffers, not parameters: the angles are fixed data of the source model (even
+            # timm's learned per-head frequencies are fixed at inference), and the identity
+            # rotation they start at keeps a config-only model valid.
+            table = (self.n_heads if cfg.rope_per_head else 1, cfg.n_pos, self.d_head)
+            self.register_buffer("rope_cos", torch.ones(table, dtype=cfg.dtype))
+            self.register_buffer("rope_sin", torch.zeros(table, dtype=cfg.dtype))
+            self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, pos, head, d_head]
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head, d_head]
@@ -113,14 +155,19 @@ class Attention(nn.Module):
             if self.qk_norm
             else ()
         )
-        return norms + (
-            self.hook_q,
-            self.hook_k,
-            self.hook_v,
-            self.hook_attn_scores,
-            self.hook_pattern,
-            self.hook_z,
-            self.hook_result,
+        rot = (self.hook_rot_q, self.hook_rot_k) if self.rope is not None else ()
+        return (
+            norms
+            + rot
+            + (
+                self.hook_q,
+                self.hook_k,
+                self.hook_v,
+                self.hook_attn_scores,
+                self.hook_pattern,
+                self.hook_z,
+                self.hook_result,
+            )
         )
 
     def _qkv(
@@ -135,6 +182,19 @@ class Attention(nn.Module):
         k, v = kv.view(batch, pos, 2, self.n_heads, self.d_head).unbind(2)
         return q.view(batch, query.shape[1], self.n_heads, self.d_head), k, v
 
+    def _rotate(self, x: Tensor, head_dim: int) -> Tensor:
+        """Apply the RoPE tables to queries or keys whose head axis is ``head_dim`` (1 or 2)."""
+        cos, sin = self.rope_cos, self.rope_sin  # [1 or head, pos, d_head]
+        if head_dim == 2:  # x is [batch, pos, head, d_head]
+            cos, sin = cos.transpose(0, 1), sin.transpose(0, 1)
+        if self.rope == "half":
+            first, second = x.chunk(2, dim=-1)
+            turned = torch.cat([-second, first], dim=-1)
+        else:
+            turned = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(x.shape)
+        # Same operations in the same order as timm's apply_rot_embed, so results match bitwise.
+        return x * cos + turned * sin
+
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"],
@@ -142,17 +202,24 @@ class Attention(nn.Module):
     ) -> Float[Tensor, "batch query_pos d_model"]:
         """Attention output ``[batch, query_pos, d_model]``; ``query_pos = pos`` unless ``query``
         (inputs of learned queries, for attention pooling) is given."""
+        if self.rope is not None and query is not None:
+            raise ValueError("RoPE attention is self-attention; it takes no separate queries.")
         q, k, v = self._qkv(x, query)
         if not is_hooked(*self._hook_points()):
             if self.qk_norm:
                 q, k = self.q_norm(q), self.k_norm(k)
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # each [batch, head, pos, d_head]
+            if self.rope is not None:
+                q, k = self._rotate(q, head_dim=1), self._rotate(k, head_dim=1)
             z = F.scaled_dot_product_attention(q, k, v)
             return F.linear(z.transpose(1, 2).flatten(2), self.out_weight, self.b_O)
 
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q = self.hook_rot_q(self._rotate(q, head_dim=2))
+            k = self.hook_rot_k(self._rotate(k, head_dim=2))
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(scores.softmax(dim=-1))

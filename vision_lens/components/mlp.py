@@ -8,6 +8,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 
 
@@ -29,7 +30,10 @@ class MLP(nn.Module):
     """Two linear maps with an activation between them, or a gated (SwiGLU-style) MLP.
 
     Plain: ``post = act(x W_in + b_in)``; gated (``cfg.gated_mlp``):
-    ``post = act(x W_gate + b_gate) * (x W_in + b_in)``; then ``out = post W_out + b_out``.
+    ``post = act(x W_gate + b_gate) * (x W_in + b_in)``; then ``out = post W_out + b_out``, or
+    with ``cfg.mlp_norm`` (EVA02's ``scale_mlp``) ``out = ln(post) W_out + b_out``, ``ln`` a norm
+    over ``d_mlp`` (submodule ``ln``, with its own ``hook_scale``/``hook_normalized``). The MLP
+    stays one term of the residual-stream decomposition either way.
 
     Weights are stored in torch's ``[out, in]`` layout (``in_weight``, ``out_weight``) so the
     forward pass is two fused ``F.linear`` calls; ``W_in`` ``[d_model, d_mlp]`` and ``W_out``
@@ -39,7 +43,8 @@ class MLP(nn.Module):
     Hook points:
         hook_pre: ``[batch, pos, d_mlp]``, pre-activation (of the gate, for a gated MLP).
         hook_pre_linear: ``[batch, pos, d_mlp]``, the linear branch (gated MLP only).
-        hook_post: ``[batch, pos, d_mlp]``, post-activation (times the linear branch if gated).
+        hook_post: ``[batch, pos, d_mlp]``, post-activation (times the linear branch if gated),
+            before ``ln`` when there is one.
 
     Example:
         >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
@@ -54,8 +59,21 @@ class MLP(nn.Module):
         d_mlp: int | None = None,
         act_fn: str | None = None,
         gated: bool | None = None,
+        norm: bool | None = None,
     ):
+        """Build the weights (uninitialised) and hook points.
+
+        Args:
+            cfg: The tower's config.
+            d_mlp: Hidden width, for an MLP other than the blocks' (an attention-pooling head's).
+            act_fn: Activation (default: ``cfg.act_fn``).
+            gated: Gated MLP (default: ``cfg.gated_mlp``).
+            norm: Normalise the hidden layer (default: ``cfg.mlp_norm`` for a block's MLP, off
+                when ``d_mlp`` is given).
+        """
         super().__init__()
+        if norm is None:
+            norm = cfg.mlp_norm and d_mlp is None
         d_mlp = d_mlp or cfg.d_mlp
         self.gated = cfg.gated_mlp if gated is None else gated
         self.act = ACTIVATIONS[act_fn or cfg.act_fn]
@@ -69,6 +87,7 @@ class MLP(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+        self.ln = make_norm(cfg.norm_type, d_mlp, cfg.eps, cfg.dtype) if norm else None
 
     @property
     def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
@@ -91,4 +110,6 @@ class MLP(nn.Module):
         else:
             pre = self.hook_pre(F.linear(x, self.in_weight, self.b_in))
             post = self.hook_post(self.act(pre))
+        if self.ln is not None:
+            post = self.ln(post)
         return F.linear(post, self.out_weight, self.b_out)

@@ -69,6 +69,12 @@ def resample_position_embeddings(
     new_cfg = dataclasses.replace(cfg, image_size=image_size)  # validates the size
     if new_cfg.grid_size == cfg.grid_size:
         return tower
+    if cfg.rope is not None:
+        raise ValueError(
+            f"{cfg.model_name}: rotary position tables were taken from the source at "
+            f"{cfg.image_size} px and cannot be resampled; build the source model at "
+            f"{new_cfg.image_size} px (timm: img_size=...) and convert that."
+        )
     W_pos = tower.state_dict["embed.W_pos"]
     prefix, patches = W_pos[: cfg.n_prefix], W_pos[cfg.n_prefix :]
     resampled = resample_abs_pos_embed(

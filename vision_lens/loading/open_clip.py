@@ -12,14 +12,16 @@ Supported towers:
       scale, folded into the output projection). Attention weights are read by parameter name
       (``in_proj_weight``/``in_proj_bias``/``out_proj`` or ``qkv``/``proj``), not by module type.
     * open_clip ``TimmModel`` whose trunk :func:`vision_lens.loading.timm.timm_to_hooked`
-      converts (SigLIP, SigLIP2, EVA01, ViTs hosted in timm), with open_clip's linear projection
-      head (``timm_proj='linear'``) folded into ``W_proj``/``b_proj``.
+      converts (SigLIP, SigLIP2, EVA01, PE-Core with rotary position embeddings, ViTs hosted in
+      timm), with open_clip's linear projection head (``timm_proj='linear'``) folded into
+      ``W_proj``/``b_proj``.
 
 Refused, with :class:`UnsupportedModelError` naming the reason: convolutional and hybrid towers
 (ModifiedResNet, ConvNeXt, FastViT/MobileCLIP-S*, ViTamin and MobileCLIP-B's convolutional stem),
 attentional poolers (CoCa), custom blocks that change the computation (scaled cosine attention,
 inner/post-attention LayerNorms, MLP LayerNorm), ``pool_type='none'``, MLP projection heads and
-timm trunks timm_to_hooked refuses (EVA02 and PE-Core with rotary embeddings, ...).
+timm trunks timm_to_hooked refuses (EVA02-B/L: a LayerNorm over all heads' concatenated outputs
+before the attention projection, which mixes the heads; EVA02-E: post-norm blocks; ...).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _SUPPORTED = (
     "HookedViT supports open_clip VisionTransformer towers with class-token or average pooling "
     "(ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14, ViT-g-14, ViT-bigG-14, their -quickgelu, OpenAI, "
     "CLIPA and other-resolution variants, qk-norm and head-scale blocks) and timm ViT trunks "
-    "(SigLIP, SigLIP2, EVA01, CLIP ViTs in timm) with a linear or no projection head."
+    "(SigLIP, SigLIP2, EVA01, PE-Core, CLIP ViTs in timm) with a linear or no projection head."
 )
 
 # open_clip vision_cfg keys that select a block HookedViT does not implement, with the reason each

@@ -5,14 +5,21 @@ Pure functions: they read a timm model's modules and weights and return a
 builds model code of its own. Every config number is read off the modules, never from the name.
 
 Supported: timm ``VisionTransformer`` (and DeiT's ``VisionTransformerDistilled``) with plain
-pre-norm ``Block`` s, and timm ``Eva`` models without rotary embeddings (EVA01; ``EvaBlock`` with
-fused or split q/k/v, q/v biases and ``gamma_1``/``gamma_2`` layer scales). Within those:
-class/distillation/register tokens, learned or absent position embeddings (with or without
-``no_embed_class``), ``norm_pre``, LayerNorm or RMSNorm, qk-norm, layer scale (folded into the
-output projections), GELU/QuickGELU/SiLU/ReLU MLPs or gated (SwiGLU/GEGLU) ones, class-token,
-average or MAP (attention-pool) readout, ``norm`` or ``fc_norm``, and a linear classifier head.
-Models built with ``dynamic_img_size=True`` are converted at their native ``img_size``.
-Everything else raises :class:`~vision_lens.loading.open_clip.UnsupportedModelError`.
+pre-norm ``Block`` s, and timm ``Eva`` models with pre-norm ``EvaBlock`` s (EVA01, EVA02, the
+``vit_*_rope*`` models, Perception Encoder, DINOv3: fused or split q/k/v, q/v biases,
+``gamma_1``/``gamma_2`` layer scales, ``EvaAttention`` or ``AttentionRope`` incl. grouped-query
+key/value heads). Within those: class/distillation/register tokens, learned or absent position
+embeddings (with or without ``no_embed_class``), rotary position embeddings of every timm flavour
+(axial ``cat``, learned per-head ``mixed``, ``dinov3``, ``mrope``; interleaved or half-split
+channel pairs: the model's own per-position sin/cos tables are copied, so nothing is
+re-derived), ``norm_pre``, LayerNorm or RMSNorm, qk-norm, layer scale (folded into the output
+projections), GELU/QuickGELU/SiLU/ReLU MLPs or gated (SwiGLU/GEGLU) ones, with or without a norm
+of the hidden layer (``scale_mlp``), class-token, average or MAP (attention-pool) readout,
+``norm`` or ``fc_norm``, and a linear classifier head. Models built with
+``dynamic_img_size=True`` are converted at their native ``img_size``.
+Everything else raises :class:`~vision_lens.loading.open_clip.UnsupportedModelError`; notably a
+norm over all heads' concatenated outputs before the attention projection (``scale_attn_inner``,
+EVA02-CLIP), which mixes the heads so that the per-head decomposition would not be exact.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from vision_lens.loading.open_clip import UnsupportedModelError
 _SUPPORTED = (
     "HookedViT supports timm VisionTransformer models with plain pre-norm Blocks and a "
     "class-token, average or MAP readout (vit_*, deit_*, deit3_*, DINOv2 incl. registers and "
-    "SwiGLU, SigLIP, CLIP towers, test_vit*) and timm Eva models without RoPE (EVA01), at a "
-    "fixed image size."
+    "SwiGLU, SigLIP, CLIP towers, test_vit*) and timm Eva models with pre-norm blocks (EVA01, "
+    "EVA02 without scale_attn_inner, vit_*_rope*, PE, DINOv3), at a fixed image size."
 )
 
 # Pooling modes of timm's VisionTransformer mapped to HookedViT readouts.
@@ -108,7 +115,7 @@ def _mlp_kind(mlp: nn.Module) -> str | None:
 
 
 def _block_reason(block: nn.Module, index: int) -> str | None:
-    from timm.layers import Attention, LayerScale
+    from timm.layers import Attention, AttentionRope, LayerScale
     from timm.models.eva import EvaAttention, EvaBlock
     from timm.models.vision_transformer import Block
 
@@ -119,10 +126,15 @@ def _block_reason(block: nn.Module, index: int) -> str | None:
             "(residual post-norm, parallel and other block variants are not implemented)"
         )
     attn = block.attn
-    if type(attn) not in (Attention, EvaAttention):
+    if type(attn) not in (Attention, EvaAttention, AttentionRope):
         return f"{where} uses {type(attn).__name__}, not timm's standard Attention"
     if not _is_identity(attn.norm):
-        return f"{where} normalises the attention output before its projection (scale_norm)"
+        return (
+            f"{where} normalises the concatenated outputs of all heads before the attention "
+            "projection (scale_norm / scale_attn_inner, as in EVA02-CLIP); that norm mixes the "
+            "heads, so attention would no longer be a sum of per-head terms and the per-head "
+            "decomposition would not be exact"
+        )
     if getattr(attn, "gate", None) is not None:
         return f"{where} gates its attention output (gated attention)"
     if _is_identity(attn.q_norm) != _is_identity(attn.k_norm):
@@ -133,8 +145,8 @@ def _block_reason(block: nn.Module, index: int) -> str | None:
     kind = _mlp_kind(block.mlp)
     if kind is None:
         return f"{where} has an MLP of type {type(block.mlp).__name__}"
-    if not _is_identity(block.mlp.norm):
-        return f"{where} normalises its MLP hidden layer (scale_mlp_norm)"
+    if type(attn) is AttentionRope and attn.num_heads % attn.num_kv_heads:
+        return f"{where} has {attn.num_kv_heads} key/value heads for {attn.num_heads} heads"
     if _act_name(block.mlp.act) is None:
         return f"{where}'s MLP activation {type(block.mlp.act).__name__} is not supported"
     if type(block) is Block:
@@ -172,7 +184,7 @@ def _norms(model: nn.Module) -> list[nn.Module]:
     """Every normalisation module the converted tower uses."""
     norms = [model.norm_pre, model.norm, model.fc_norm]
     for block in model.blocks:
-        norms += [block.norm1, block.norm2, block.attn.q_norm, block.attn.k_norm]
+        norms += [block.norm1, block.norm2, block.attn.q_norm, block.attn.k_norm, block.mlp.norm]
     if getattr(model, "attn_pool", None) is not None:
         norms.append(model.attn_pool.norm)
     return [norm for norm in norms if not _is_identity(norm)]
@@ -203,7 +215,9 @@ def unsupported_reason(model: nn.Module) -> str | None:
     if type(model) not in (VisionTransformer, VisionTransformerDistilled, Eva):
         return f"it is a {kind}, not a timm VisionTransformer"
     if type(model) is Eva and model.rope is not None:
-        return "it uses rotary position embeddings (RoPE not yet supported)"
+        reason = _rope_reason(model)
+        if reason is not None:
+            return reason
     embed = model.patch_embed
     if type(embed) is not PatchEmbed:
         return (
@@ -246,6 +260,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return f"block {index} has a different MLP activation"
         if _is_identity(attn.q_norm) != _is_identity(first.q_norm):
             return f"block {index} differs from block 0 in qk-norm"
+        if _is_identity(block.mlp.norm) != _is_identity(model.blocks[0].mlp.norm):
+            return f"block {index} differs from block 0 in its MLP hidden-layer norm"
     norms = _norms(model)
     kinds = {_norm_kind(norm) for norm in norms}
     if None in kinds:
@@ -300,6 +316,43 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "it has an attention pool but does not pool with it"
     if model.global_pool == "avg" and _pool_include_prefix(model) and n_prefix:
         return "it averages over the prefix tokens too (pool_include_prefix=True)"
+    return None
+
+
+# timm rotary modules whose get_embed() gives the concatenated [sin, cos] tables Eva's attention
+# applies with apply_rot_embed_cat (RotaryEmbedding, the split sin/cos variant, is never wired
+# into Eva's attention).
+_ROPE_MODULES = (
+    "RotaryEmbeddingCat",
+    "RotaryEmbeddingMixed",
+    "RotaryEmbeddingDinoV3",
+    "RotaryEmbeddingMRope",
+)
+
+
+def _rope_reason(model: nn.Module) -> str | None:
+    """Why an Eva model's rotary embedding cannot be reproduced, or ``None``.
+
+    Structural only (no tables are computed), so it also judges models on the meta device.
+    """
+    rope = model.rope
+    if type(rope).__name__ not in _ROPE_MODULES:
+        return f"its rotary position embedding is a {type(rope).__name__}"
+    layouts = {bool(getattr(block.attn, "rotate_half", False)) for block in model.blocks}
+    if len(layouts) > 1:
+        return "its blocks differ in the RoPE channel-pair layout (rotate_half)"
+    for index, block in enumerate(model.blocks):
+        if block.attn.num_prefix_tokens != model.num_prefix_tokens:
+            # timm's rope table has one row per patch, applied after the skipped tokens.
+            return (
+                f"block {index} skips {block.attn.num_prefix_tokens} tokens before rotating, "
+                f"but the sequence has {model.num_prefix_tokens} prefix tokens"
+            )
+    if getattr(model, "rope_mixed", False) and any(
+        getattr(block.attn, "num_kv_heads", block.attn.num_heads) != block.attn.num_heads
+        for block in model.blocks
+    ):
+        return "it has per-head RoPE tables (rope_type='mixed') with grouped key/value heads"
     return None
 
 
@@ -391,6 +444,9 @@ def timm_config(model: nn.Module, model_name: str | None = None) -> HookedViTCon
         norm_type=_norm_kind(norms[0]),
         qk_norm=not _is_identity(first.attn.q_norm),
         gated_mlp=_mlp_kind(first.mlp) != "plain",
+        mlp_norm=not _is_identity(first.mlp.norm),
+        rope=_rope_layout(model),
+        rope_per_head=bool(getattr(model, "rope_mixed", False)),
         readout=readout,
         dist_head=distilled and has_head,
         # A bias on either classifier head needs b_proj (the other one's is then zero).
@@ -399,6 +455,12 @@ def timm_config(model: nn.Module, model_name: str | None = None) -> HookedViTCon
         dtype=model.patch_embed.proj.weight.dtype,
         **pool_kwargs,
     )
+
+
+def _rope_layout(model: nn.Module) -> str | None:
+    if getattr(model, "rope", None) is None:
+        return None
+    return "half" if getattr(model.blocks[0].attn, "rotate_half", False) else "interleaved"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,9 +502,18 @@ def _gammas(block: nn.Module, width: int, ref: Tensor) -> tuple[Tensor, Tensor]:
 
 def _qkv(attn: nn.Module) -> tuple[Tensor, Tensor]:
     """Fused ``[3 * attn_dim, d]`` weight and ``[3 * attn_dim]`` bias of an attention module."""
-    if getattr(attn, "q_proj", None) is not None:  # EvaAttention with separate projections
-        projs = (attn.q_proj, attn.k_proj, attn.v_proj)
-        return torch.cat([p.weight for p in projs]), torch.cat([_bias(p) for p in projs])
+    if getattr(attn, "q_proj", None) is not None:  # Eva/AttentionRope: separate projections
+        groups = attn.num_heads // getattr(attn, "num_kv_heads", attn.num_heads)
+        weights, biases = [attn.q_proj.weight], [_bias(attn.q_proj)]
+        for proj in (attn.k_proj, attn.v_proj):
+            # Grouped-query attention: head h reads key/value head h // groups (timm's
+            # repeat_interleave after the rotation, which is the same for every head unless
+            # the tables are per head, refused then), so repeat each kv head's rows.
+            weight, bias = proj.weight, _bias(proj)
+            weight = weight.reshape(-1, attn.head_dim, weight.shape[-1])
+            weights.append(weight.repeat_interleave(groups, dim=0).flatten(0, 1))
+            biases.append(bias.reshape(-1, attn.head_dim).repeat_interleave(groups, 0).flatten())
+        return torch.cat(weights), torch.cat(biases)
     if getattr(attn, "q_bias", None) is not None:  # EvaAttention: q and v biases, k bias is 0
         return attn.qkv.weight, torch.cat([attn.q_bias, attn.k_bias, attn.v_bias])
     return attn.qkv.weight, _bias(attn.qkv)
@@ -483,9 +554,60 @@ def _block_state_dict(block: nn.Module, cfg: HookedViTConfig, prefix: str) -> di
     else:
         sd[f"{prefix}.mlp.in_weight"] = _t(mlp.fc1.weight)
         sd[f"{prefix}.mlp.b_in"] = _bias(mlp.fc1)
+    if cfg.mlp_norm:
+        sd |= _norm_weights(mlp.norm, f"{prefix}.mlp.ln", cfg.d_mlp, ref)
     sd[f"{prefix}.mlp.out_weight"] = _t(mlp.fc2.weight * gamma2[:, None])
     sd[f"{prefix}.mlp.b_out"] = _bias(mlp.fc2) * gamma2
     return sd
+
+
+def _rope_tables(
+    model: nn.Module, cfg: HookedViTConfig
+) -> list[
+    tuple[Float[Tensor, "rope_heads n_pos d_head"], Float[Tensor, "rope_heads n_pos d_head"]]
+]:
+    """Each block's RoPE ``(cos, sin)`` tables over all tokens, from the model's own rope module.
+
+    The rope module is asked exactly as ``Eva._pos_embed`` asks it at the native image size (in
+    eval mode, so no training-time coordinate jitter), so every timm flavour is reproduced as
+    is. Prefix tokens, which timm leaves unrotated, get ``cos = 1, sin = 0``.
+    """
+    rope = model.rope
+    was_training = rope.training
+    rope.eval()
+    try:
+        grid = list(model.patch_embed.grid_size)
+        if model.dynamic_img_size or not hasattr(rope, "feat_shape"):
+            embed = rope.get_embed(shape=grid)
+        else:
+            embed = rope.get_embed()
+    finally:
+        rope.train(was_training)
+    embed = embed.detach()
+    n_tables = cfg.n_layers if cfg.rope_per_head else 1
+    rope_heads = cfg.n_heads if cfg.rope_per_head else 1
+    expected = (cfg.n_patches, 2 * cfg.d_head)
+    if cfg.rope_per_head:
+        expected = (n_tables, rope_heads, *expected)
+    if tuple(embed.shape) != expected:
+        raise _refuse(
+            _model_name(model, None),
+            f"its rotary embedding table has shape {tuple(embed.shape)}, expected {expected}",
+        )
+    embed = embed.to(cfg.dtype).reshape(n_tables, rope_heads, cfg.n_patches, 2 * cfg.d_head)
+    sin, cos = embed.chunk(2, dim=-1)  # timm concatenates [sin, cos]
+    full = (n_tables, rope_heads, cfg.n_pos, cfg.d_head)
+    out_cos = torch.ones(full, dtype=cfg.dtype, device=embed.device)
+    out_sin = torch.zeros(full, dtype=cfg.dtype, device=embed.device)
+    out_cos[:, :, cfg.n_prefix :] = cos
+    out_sin[:, :, cfg.n_prefix :] = sin
+    return [
+        (
+            out_cos[index if cfg.rope_per_head else 0].clone(),
+            out_sin[index if cfg.rope_per_head else 0].clone(),
+        )
+        for index in range(cfg.n_layers)
+    ]
 
 
 def _pos_embed(model: nn.Module, cfg: HookedViTConfig) -> Float[Tensor, "n_pos d_model"]:
@@ -564,6 +686,10 @@ def timm_state_dict(model: nn.Module, cfg: HookedViTConfig) -> dict[str, Tensor]
             sd |= _norm_weights(model.norm_pre, "ln_pre", d, ref)
         for index, block in enumerate(model.blocks):
             sd |= _block_state_dict(block, cfg, f"blocks.{index}")
+        if cfg.rope is not None:
+            for index, (cos, sin) in enumerate(_rope_tables(model, cfg)):
+                sd[f"blocks.{index}.attn.rope_cos"] = cos
+                sd[f"blocks.{index}.attn.rope_sin"] = sin
         final = model.fc_norm if cfg.final_ln_after_pool else model.norm
         sd |= _norm_weights(final, "ln_final", d, ref)
         head = model.head
