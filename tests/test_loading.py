@@ -196,7 +196,7 @@ def test_siglip_config_passes_the_config_check(monkeypatch):
         ("convnext_base", "timm ConvNeXt"),
         ("MobileCLIP-S1", "timm FastVit"),
         ("ViTamin-S", "hybrid"),
-        ("EVA02-B-16", "rotary position embeddings"),
+        ("EVA02-B-16", "mixes the heads"),
         ("coca_ViT-B-32", "attentional pooler"),
     ],
 )
