@@ -218,30 +218,22 @@ def _clip_text():
     )
 
 
+_TINY_VIT = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=16,
+    patch_size=8,
+)
+
+
 def _vit_with_pooler():
-    return tf.ViTModel(
-        tf.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=16,
-            patch_size=8,
-        )
-    )
+    return tf.ViTModel(tf.ViTConfig(**_TINY_VIT))
 
 
 def _deit_with_pooler():
-    return tf.DeiTModel(
-        tf.DeiTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=16,
-            patch_size=8,
-        )
-    )
+    return tf.DeiTModel(tf.DeiTConfig(**_TINY_VIT))
 
 
 def _siglip_no_head():

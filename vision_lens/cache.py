@@ -76,7 +76,7 @@ class _Frozen:
         if centre and self.lin.centers:
             c = c - c.mean(-1, keepdim=True)
         pooled = torch.einsum("bgq,bqd->bgd", self.lin.w, c)
-        return torch.einsum("bgd,gde->be", pooled, self.lin.M)
+        return self.lin.to_output(torch.einsum("bgd,gdk->bgk", pooled, self.lin.M))
 
 
 class ActivationCache(_TLActivationCache):
@@ -241,14 +241,21 @@ class ActivationCache(_TLActivationCache):
         ln_mode: LnMode,
         frozen: _Frozen,
         directions: Tensor | None = None,
-    ) -> Float[Tensor, "channel head d_head out"]:
-        """Per-head output matrices folded with each readout channel's ``M_g`` (and with
-        ``directions`` ``[k, d_embed]`` when given)."""
+    ) -> tuple[Float[Tensor, "channel head d_head k"], Tensor | None]:
+        """Per-head output matrices folded with each readout channel's map, and the channels'
+        second factor ``[channel, k, out]`` (``None`` when the first already ends in the output
+        space). ``directions`` ``[n, d_embed]``, when given, are folded into the last factor, so
+        ``out`` is ``n``."""
         W_O = self.model.blocks[layer].attn.W_O.detach().to(frozen.z)  # [head, d_head, d_model]
         if ln_mode == "center" and frozen.lin.centers:
             W_O = W_O - W_O.mean(-1, keepdim=True)
-        M = frozen.lin.M if directions is None else frozen.lin.M @ directions.T
-        return torch.einsum("hed,gdf->ghef", W_O, M)
+        M, right = frozen.lin.M, frozen.lin.M_out
+        if directions is not None:
+            if right is None:
+                M = M @ directions.T
+            else:
+                right = right @ directions.T
+        return torch.einsum("hed,gdf->ghef", W_O, M), right
 
     def _head_constant(
         self, layer: int, frozen: _Frozen, ln_mode: LnMode, per: int
@@ -368,7 +375,7 @@ class ActivationCache(_TLActivationCache):
             c = torch.einsum("bghe,hed->bghd", z, W_O)  # [batch, channel, head, d_model]
             if ln_mode == "center" and frozen.lin.centers:
                 c = c - c.mean(-1, keepdim=True)
-            heads = torch.einsum("bghd,gde->bhe", c, frozen.lin.M)
+            heads = frozen.lin.to_output(torch.einsum("bghd,gdk->bhgk", c, frozen.lin.M))
             constant = self._head_constant(layer, frozen, ln_mode, per=self._cfg.n_heads)
             if constant is not None:
                 heads = heads + constant[:, None]
@@ -441,10 +448,14 @@ class ActivationCache(_TLActivationCache):
         total = None
         for layer in self._layer_indices(layers):
             rows, values = self._effective_rows(layer, frozen)
-            W = self._head_weights(layer, ln_mode, frozen)  # [channel, head, d_head, d_embed]
+            W, right = self._head_weights(layer, ln_mode, frozen)  # [channel, head, d_head, k]
             # [batch, pos, channel, head, d_head], contracted with W over (channel, head, d_head)
             weighted = values[:, :, None] * rows.permute(0, 3, 1, 2)[..., None]
-            term = weighted.flatten(2) @ W.flatten(0, 2)  # [batch, pos, d_embed]
+            if right is None:
+                term = weighted.flatten(2) @ W.flatten(0, 2)  # [batch, pos, d_embed]
+            else:
+                inner = torch.einsum("bpghe,ghek->bpgk", weighted, W)
+                term = torch.einsum("bpgk,gkf->bpf", inner, right)
             constant = self._head_constant(layer, frozen, ln_mode, per=values.shape[1])
             if constant is not None:
                 term = term + constant[:, None]
@@ -490,11 +501,13 @@ class ActivationCache(_TLActivationCache):
         differentiable = frozen.z.requires_grad and torch.is_grad_enabled()
         for slot, layer in enumerate(layer_ids):
             rows, values = self._effective_rows(layer, frozen)
-            W = self._head_weights(layer, ln_mode, frozen, directions)  # [g, head, d_head, out]
+            W, right = self._head_weights(layer, ln_mode, frozen, directions)
             values = values.permute(0, 2, 1, 3)  # [batch, head, pos, d_head]
             for g in range(W.shape[0]):
                 weighted = values * rows[:, g, :, :, None]  # [batch, head, pos, d_head]
-                if differentiable:
+                if right is not None:  # [batch, head, pos, k] then into the output space
+                    out[:, slot] = out[:, slot] + (weighted @ W[g]) @ right[g]
+                elif differentiable:
                     out[:, slot] = out[:, slot] + weighted @ W[g]  # out= variants lack grad
                 elif g == 0:
                     for b in range(batch):  # out[b, slot] is contiguous: no temporary copy

@@ -43,11 +43,15 @@ class LinearReadout:
 
     Attributes:
         w: ``[batch, channel, query]`` weights of the query positions (pooling weight / scale).
-        M: ``[channel, d_model, d_embed]`` maps, the final norm's ``gamma`` folded in.
+        M: ``[channel, d_model, k]`` maps, the final norm's ``gamma`` folded in; ``k = d_embed``
+            unless ``M_out`` is given.
         m_term: ``[batch, d_embed]``, the final norm's mean through the readout.
         const: ``[d_embed]``, the final norm's bias and every later bias through the readout.
         nonlinear: ``[batch, d_embed]``, the attention-pooling head's MLP term, or ``None``.
         centers: Whether the final norm subtracts the mean (LayerNorm) or not (RMSNorm).
+        M_out: ``[channel, k, d_embed]`` second factor of each channel's map (the attention
+            pool's ``W_O^g P``, with ``k = d_head``), or ``None``: channel ``g`` maps by
+            ``M[g] @ M_out[g]``.
     """
 
     w: Tensor
@@ -56,6 +60,14 @@ class LinearReadout:
     const: Tensor
     nonlinear: Tensor | None
     centers: bool
+    M_out: Tensor | None = None
+
+    def to_output(self, x: Tensor) -> Tensor:
+        """Channel-space values ``[..., channel, k]`` to the output ``[..., d_embed]`` (summed
+        over channels)."""
+        if self.M_out is None:
+            return x.sum(-2)
+        return torch.einsum("...gk,gke->...e", x, self.M_out)
 
 
 class Readout(nn.Module):
@@ -253,11 +265,15 @@ class Readout(nn.Module):
         beta = ln_final.bias
         P = W_proj.detach().to(**to)
         c0 = torch.zeros(P.shape[1], **to) if b_proj is None else b_proj.detach().to(**to)
-        nonlinear = None
+        nonlinear, M_out = None, None
         if self.kind == "map":
+            # Each pooling head maps d_model -> d_head -> d_embed: keep the two factors
+            # (W_V^g and W_O^g P) rather than their d_model x d_embed product, which would cost
+            # n_heads times a full projection to build and to apply.
             attn = self.attn
             W_V, W_O = attn.W_V.detach().to(**to), attn.W_O.detach().to(**to)
-            M_raw = torch.einsum("hde,hef->hdf", W_V, W_O) @ P  # [head, d_model, d_embed]
+            M_raw = W_V  # [head, d_model, d_head]
+            M_out = W_O @ P  # [head, d_head, d_embed]
             b_V = attn.b_V.detach().to(**to)
             c0 = c0 + (torch.einsum("he,hef->f", b_V, W_O) + attn.b_O.detach().to(**to)) @ P
             nonlinear = mlp_out.to(**to) @ P
@@ -270,6 +286,14 @@ class Readout(nn.Module):
             M_raw = P[None]
         M = gamma[None, :, None] * M_raw
         m = (w * mu[:, None, :]).sum(-1)  # [batch, channel]
-        m_term = torch.einsum("bg,ge->be", m, M.sum(1))
-        const = c0 if beta is None else c0 + torch.einsum("d,gde->e", beta.detach().to(**to), M_raw)
-        return LinearReadout(w, M, m_term, const, nonlinear, centers)
+        column_sums = M.sum(1)  # [channel, k]: ones @ M_g
+        beta_part = None
+        if beta is not None:
+            beta_part = torch.einsum("d,gdk->gk", beta.detach().to(**to), M_raw)
+        if M_out is not None:
+            column_sums = torch.einsum("gk,gke->ge", column_sums, M_out)
+            if beta_part is not None:
+                beta_part = torch.einsum("gk,gke->ge", beta_part, M_out)
+        m_term = torch.einsum("bg,ge->be", m, column_sums)
+        const = c0 if beta_part is None else c0 + beta_part.sum(0)
+        return LinearReadout(w, M, m_term, const, nonlinear, centers, M_out)

@@ -648,12 +648,7 @@ def convert_open_clip_model(
     cfg, state_dict, preprocess = open_clip_to_hooked(model, model_name, preprocess)
     if copy:
         state_dict = {k: v.clone() for k, v in state_dict.items()}
-    with torch.device("meta"):
-        hooked = cls(cfg, preprocess=preprocess)
-    hooked.load_state_dict(state_dict, strict=True, assign=True)
-    if device is not None or dtype is not None:
-        hooked.to(device=device, dtype=dtype)
-    return hooked.eval()
+    return cls.from_loaded(LoadedTower(cfg, state_dict, preprocess), device=device, dtype=dtype)
 
 
 def check_pretrained_source(model_name: str, pretrained: str | os.PathLike | None) -> str | None:
