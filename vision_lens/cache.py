@@ -81,17 +81,18 @@ class _Frozen:
 
 class ActivationCache(_TLActivationCache):
     """TransformerLens' ``ActivationCache`` for a :class:`vision_lens.HookedViT`, with exact
-    decompositions of the image embedding into direct effects.
+    decompositions of the model's output (a CLIP image embedding, features, logits) into direct
+    effects.
 
     Indexing (``cache["blocks.3.attn.hook_pattern"]``, ``cache["pattern", 3]``), ``to``,
     ``remove_batch_dim``, ``stack_activation`` and the rest of TransformerLens' API behave as
     there. The ``decompose_*`` methods need the hooks listed by
     :meth:`vision_lens.HookedViT.decomposition_hooks`; a cache of every hook has them, and
-    :meth:`vision_lens.HookedViT.run_with_decomposition_cache` keeps only those (and only the
-    class-token row where that is all the decomposition uses).
+    :meth:`vision_lens.HookedViT.run_with_decomposition_cache` keeps only those (and only the rows
+    of the positions the readout reads).
 
-    See the module docstring for how ``b_O``, ``b_V``, layer scale, the class token's own attention
-    and the final LayerNorm's mean and bias are attributed.
+    See the module docstring for how ``b_O``, ``b_V``, layer scale, a readout position's own
+    attention and the final norm's mean and bias are attributed.
 
     Example:
         >>> import torch, vision_lens as vl

@@ -62,7 +62,7 @@ class HookedViT(HookedRootModule):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg)
-        self.hook_embed = HookPoint()  # [batch, pos, d_model], class token + patches
+        self.hook_embed = HookPoint()  # [batch, pos, d_model], prefix tokens + patches
         self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         norm = make_norm
         self.ln_pre = norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else None
@@ -291,15 +291,16 @@ class HookedViT(HookedRootModule):
     def forward(
         self, images: Float[Tensor, "batch 3 height width"]
     ) -> Float[Tensor, "batch d_embed"]:
-        """Image embedding of a batch of preprocessed images.
+        """The model's output for a batch of preprocessed images.
 
         Args:
             images: ``[batch, 3, H, W]`` with ``(H, W) == cfg.image_size``; moved to the model's
                 device and dtype.
 
         Returns:
-            ``[batch, d_embed]``, the unnormalised image embedding (open_clip's
-            ``encode_image(images)``).
+            ``[batch, d_embed]``: what the source model returns (open_clip's unnormalised
+            ``encode_image(images)``, timm's ``model(x)``, transformers' image embedding, pooled
+            features or logits).
         """
         images = self._check_images(images)
         embed = self.hook_embed(self.embed(images))
