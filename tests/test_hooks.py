@@ -81,3 +81,21 @@ def test_hooks_do_not_change_the_output(config):
     hooked, cache = model.run_with_cache(x)
     torch.testing.assert_close(hooked, plain, atol=1e-5, rtol=1e-5)
     assert len(cache) == len(model.hook_dict)
+
+
+@pytest.mark.parametrize(
+    "layers,error",
+    [
+        ("10", TypeError),
+        (True, TypeError),
+        ([0.9], TypeError),
+        ([1, 1], ValueError),
+        ([], ValueError),
+    ],
+)
+def test_layer_selection_is_never_guessed(layers, error):
+    model = _model({})
+    _, cache = model.run_with_cache(torch.randn(1, 3, 16, 16))
+    with pytest.raises(error):
+        cache.decompose_heads(layers=layers)
+    assert cache.decompose_heads(layers=torch.tensor([1, 0])).shape[1] == 2

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -135,11 +136,19 @@ class ActivationCache(_TLActivationCache):
         n_layers = self._cfg.n_layers
         if layers is None:
             return list(range(n_layers))
+        if isinstance(layers, str | bytes):
+            # list("10") would silently read as layers 1 and 0.
+            raise TypeError(f"layers must be an int or a sequence of ints, got {layers!r}.")
+        if isinstance(layers, Tensor):
+            layers = layers.tolist()
         layers = [layers] if isinstance(layers, int) else list(layers)
         out = []
         if not layers:
             raise ValueError("layers is empty: select at least one layer (or None for all).")
         for layer in layers:
+            if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+                # int(True) == 1 and int(0.9) == 0: refuse rather than guess.
+                raise TypeError(f"Layer indices must be ints, got {layer!r} in {layers!r}.")
             index = int(layer)
             if not -n_layers <= index < n_layers:
                 raise IndexError(
@@ -147,6 +156,8 @@ class ActivationCache(_TLActivationCache):
                     f"(valid indices {-n_layers}..{n_layers - 1})."
                 )
             out.append(index % n_layers)
+        if len(set(out)) != len(out):
+            raise ValueError(f"layers {layers!r} names a layer twice; each layer counts once.")
         return out
 
     @staticmethod
