@@ -1,4 +1,5 @@
-"""Exactness of the direct-effect decomposition (docs/decomposition.md; Gandelsman et al. 2024, §3 and A.1).
+"""Exactness of the direct-effect decomposition (docs/decomposition.md; Gandelsman et al. 2024,
+§3 and A.1).
 
 Three layers of checks:
 
