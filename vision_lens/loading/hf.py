@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from vision_lens.config import HookedViTConfig
+from vision_lens.loading._common import fold_layer_scale, linear_bias
 from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.open_clip import UnsupportedModelError
 
@@ -120,14 +121,6 @@ def _linear(module: Any, what: str, kind: str) -> nn.Linear:
     if not isinstance(module, nn.Linear):
         raise _refuse(kind, f"its {what} is {type(module).__name__}, not a Linear layer")
     return module
-
-
-def _bias(linear: nn.Linear) -> Tensor:
-    """A Linear's bias, or zeros where it has none (HookedViT always stores one)."""
-    if linear.bias is not None:
-        return linear.bias
-    w = linear.weight
-    return torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
 
 
 # ---------------------------------------------------------------------- source description
@@ -290,24 +283,24 @@ def _mlp_parts(layer: nn.Module, kind: str) -> dict[str, Tensor] | None:
         down = _linear(mlp.down_proj, "MLP down projection", kind)
         return {
             "mlp.gate_weight": gate.weight,
-            "mlp.b_gate": _bias(gate),
+            "mlp.b_gate": linear_bias(gate),
             "mlp.in_weight": up.weight,
-            "mlp.b_in": _bias(up),
+            "mlp.b_in": linear_bias(up),
             "mlp.out_weight": down.weight,
-            "mlp.b_out": _bias(down),
+            "mlp.b_out": linear_bias(down),
         }
     if hasattr(mlp, "weights_in"):  # transformers 4: x1, x2 = weights_in(x).chunk(2); silu(x1)*x2
         w_in = _linear(mlp.weights_in, "MLP input projection", kind)
         w_out = _linear(mlp.weights_out, "MLP output projection", kind)
         gate_w, in_w = w_in.weight.chunk(2, dim=0)
-        gate_b, in_b = _bias(w_in).chunk(2, dim=0)
+        gate_b, in_b = linear_bias(w_in).chunk(2, dim=0)
         return {
             "mlp.gate_weight": gate_w,
             "mlp.b_gate": gate_b,
             "mlp.in_weight": in_w,
             "mlp.b_in": in_b,
             "mlp.out_weight": w_out.weight,
-            "mlp.b_out": _bias(w_out),
+            "mlp.b_out": linear_bias(w_out),
         }
     return None
 
@@ -322,13 +315,6 @@ def _layer_scales(layer: nn.Module) -> tuple[Tensor | None, Tensor | None]:
     ls1 = _get(layer, "layer_scale1.lambda1")
     ls2 = _get(layer, "layer_scale2.lambda1")
     return ls1, ls2
-
-
-def _scaled(weight: Tensor, bias: Tensor, gamma: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Fold a layer scale into the linear map feeding it: ``gamma * (W x + b)``."""
-    if gamma is None:
-        return weight, bias
-    return weight * gamma[:, None], bias * gamma
 
 
 def _check_norm(norm: Any, what: str, kind: str) -> nn.LayerNorm:
@@ -456,7 +442,7 @@ def hf_to_hooked(model: nn.Module, model_name: str | None = None) -> LoadedTower
             raise _refuse(kind, f"its query width {q.out_features} is not divisible by {n_heads}")
         d_head = q.out_features // n_heads
         ls1, ls2 = _layer_scales(layer)
-        out_w, out_b = _scaled(o.weight, _bias(o), ls1)
+        out_w, out_b = fold_layer_scale(o.weight, linear_bias(o), ls1)
         sd.update(
             {
                 p + "ln1.w": ln1.weight,
@@ -464,9 +450,9 @@ def hf_to_hooked(model: nn.Module, model_name: str | None = None) -> LoadedTower
                 p + "attn.qkv_weight": torch.stack([q.weight, k.weight, v.weight]).view(
                     3, n_heads, d_head, d
                 ),
-                p + "attn.qkv_bias": torch.stack([_bias(q), _bias(k), _bias(v)]).view(
-                    3, n_heads, d_head
-                ),
+                p + "attn.qkv_bias": torch.stack(
+                    [linear_bias(q), linear_bias(k), linear_bias(v)]
+                ).view(3, n_heads, d_head),
                 p + "attn.out_weight": out_w,
                 p + "attn.b_O": out_b,
                 p + "ln2.w": ln2.weight,
@@ -478,15 +464,15 @@ def hf_to_hooked(model: nn.Module, model_name: str | None = None) -> LoadedTower
             fc1, fc2 = _plain_mlp(layer, kind)
             mlp = {
                 "mlp.in_weight": fc1.weight,
-                "mlp.b_in": _bias(fc1),
+                "mlp.b_in": linear_bias(fc1),
                 "mlp.out_weight": fc2.weight,
-                "mlp.b_out": _bias(fc2),
+                "mlp.b_out": linear_bias(fc2),
             }
         layer_gated = "mlp.gate_weight" in mlp
         if gated is not None and gated != layer_gated:
             raise _refuse(kind, "its blocks mix gated and plain MLPs")
         gated = layer_gated
-        mlp["mlp.out_weight"], mlp["mlp.b_out"] = _scaled(
+        mlp["mlp.out_weight"], mlp["mlp.b_out"] = fold_layer_scale(
             mlp["mlp.out_weight"], mlp["mlp.b_out"], ls2
         )
         d_mlp = mlp["mlp.in_weight"].shape[0]
@@ -513,10 +499,10 @@ def hf_to_hooked(model: nn.Module, model_name: str | None = None) -> LoadedTower
             sd["b_proj"] = src.proj.bias
     if src.dist_proj is not None:
         sd["readout.W_dist"] = src.dist_proj.weight.T
-        sd["readout.b_dist"] = _bias(src.dist_proj)
+        sd["readout.b_dist"] = linear_bias(src.dist_proj)
         if not proj_bias:
             proj_bias = True
-            sd["b_proj"] = _bias(src.proj)
+            sd["b_proj"] = linear_bias(src.proj)
 
     eps_values = {float(norm.eps) for norm in norms}
     if len(eps_values) != 1:
@@ -583,13 +569,13 @@ def _map_head(
             "readout.attn.qkv_weight": attn.in_proj_weight.view(3, h, dh, d),
             "readout.attn.qkv_bias": attn.in_proj_bias.view(3, h, dh),
             "readout.attn.out_weight": attn.out_proj.weight,
-            "readout.attn.b_O": _bias(attn.out_proj),
+            "readout.attn.b_O": linear_bias(attn.out_proj),
             "readout.ln.w": head.layernorm.weight,
             "readout.ln.b": head.layernorm.bias,
             "readout.mlp.in_weight": fc1.weight,
-            "readout.mlp.b_in": _bias(fc1),
+            "readout.mlp.b_in": linear_bias(fc1),
             "readout.mlp.out_weight": fc2.weight,
-            "readout.mlp.b_out": _bias(fc2),
+            "readout.mlp.b_out": linear_bias(fc2),
         }
     )
     return {"readout_n_heads": h, "readout_d_mlp": fc1.out_features}

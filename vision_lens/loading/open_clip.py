@@ -35,6 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from vision_lens.config import HookedViTConfig
+from vision_lens.loading._common import (
+    activation_name,
+    bias_or_zeros,
+    fold_layer_scale,
+    is_identity,
+)
 from vision_lens.loading.base import LoadedTower
 
 if TYPE_CHECKING:
@@ -163,26 +169,8 @@ def unsupported_reason(visual: nn.Module) -> str | None:
     return f"its image tower is a {kind}, not open_clip's VisionTransformer or a timm ViT"
 
 
-def _is_identity(module: nn.Module | None) -> bool:
-    return module is None or isinstance(module, nn.Identity)
-
-
 def _is_layer_norm(norm: nn.Module) -> bool:
     return isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1
-
-
-def _activation_name(act: nn.Module) -> str | None:
-    from open_clip.transformer import QuickGELU
-
-    if isinstance(act, QuickGELU):
-        return "quick_gelu"
-    if isinstance(act, nn.GELU):
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(act.approximate)
-    if isinstance(act, nn.SiLU):
-        return "silu"
-    if isinstance(act, nn.ReLU):
-        return "relu"
-    return None
 
 
 def _attention_parts(attn: nn.Module) -> tuple[Tensor, Tensor | None, nn.Linear] | None:
@@ -206,15 +194,15 @@ def _custom_attention_reason(attn: nn.Module, head_dim: int) -> str | None:
     """For open_clip's own ``Attention``: the options that are not a plain attention."""
     if getattr(attn, "logit_scale", None) is not None or getattr(attn, "scaled_cosine", False):
         return "its attention blocks use scaled cosine attention (custom block)"
-    if not _is_identity(getattr(attn, "ln_inner", None)):
+    if not is_identity(getattr(attn, "ln_inner", None)):
         return "its attention blocks have an inner LayerNorm (custom block)"
     for name in ("q_bias", "k_bias", "v_bias", "rope", "q_proj"):
         if getattr(attn, name, None) is not None:
             return f"its attention has a {name} (not a fused plain attention)"
     ln_q, ln_k = getattr(attn, "ln_q", None), getattr(attn, "ln_k", None)
-    if _is_identity(ln_q) != _is_identity(ln_k):
+    if is_identity(ln_q) != is_identity(ln_k):
         return "its attention normalises only one of queries and keys"
-    if not _is_identity(ln_q):
+    if not is_identity(ln_q):
         for norm in (ln_q, ln_k):
             if not _is_layer_norm(norm) or tuple(norm.normalized_shape) != (head_dim,):
                 return (
@@ -232,7 +220,7 @@ def _block_reason(block: nn.Module, index: int, width: int) -> str | None:
         return f"{where} is a {type(block).__name__} (custom attention variants)"
     if hasattr(block, "ln_1_kv"):
         return f"{where} uses cross-attention"
-    if not _is_identity(getattr(block, "ln_attn", None)):
+    if not is_identity(getattr(block, "ln_attn", None)):
         return "its attention blocks have a post-attention LayerNorm (custom block, scale_attn)"
     attn = block.attn
     parts = _attention_parts(attn)
@@ -254,24 +242,24 @@ def _block_reason(block: nn.Module, index: int, width: int) -> str | None:
     mlp = block.mlp
     if not all(hasattr(mlp, name) for name in ("c_fc", "gelu", "c_proj")):
         return f"{where}'s MLP is not c_fc -> activation -> c_proj"
-    if not _is_identity(getattr(mlp, "ln", None)):
+    if not is_identity(getattr(mlp, "ln", None)):
         return "its MLPs have an inner LayerNorm (custom block, scale_fc)"
-    if _activation_name(mlp.gelu) is None:
+    if activation_name(mlp.gelu) is None:
         return f"its MLP activation {type(mlp.gelu).__name__} is not GELU or QuickGELU"
     for ls in (block.ls_1, block.ls_2):
-        if not (_is_identity(ls) or isinstance(getattr(ls, "gamma", None), Tensor)):
+        if not (is_identity(ls) or isinstance(getattr(ls, "gamma", None), Tensor)):
             return f"{where} has a {type(ls).__name__} layer scale"
     return None
 
 
 def _vit_norms(visual: nn.Module) -> list[nn.Module]:
     norms = [visual.ln_post]
-    if not _is_identity(visual.ln_pre):
+    if not is_identity(visual.ln_pre):
         norms.append(visual.ln_pre)
     for block in visual.transformer.resblocks:
         norms += [block.ln_1, block.ln_2]
         for name in ("ln_q", "ln_k"):
-            if not _is_identity(getattr(block.attn, name, None)):
+            if not is_identity(getattr(block.attn, name, None)):
                 norms.append(getattr(block.attn, name))
     return norms
 
@@ -313,9 +301,9 @@ def _vit_reason(visual: nn.Module) -> str | None:
             return f"block {index} has a different head count"
         if block.mlp.c_fc.out_features != first.mlp.c_fc.out_features:
             return f"block {index} has a different MLP width"
-        if _activation_name(block.mlp.gelu) != _activation_name(first.mlp.gelu):
+        if activation_name(block.mlp.gelu) != activation_name(first.mlp.gelu):
             return f"block {index} has a different MLP activation"
-        if _is_identity(getattr(block.attn, "ln_q", None)) != _is_identity(
+        if is_identity(getattr(block.attn, "ln_q", None)) != is_identity(
             getattr(first.attn, "ln_q", None)
         ):
             return f"block {index} differs from block 0 in qk-norm"
@@ -410,36 +398,18 @@ def config_from_visual(visual: nn.Module, model_name: str = "open_clip") -> Hook
         d_embed=d_embed,
         image_size=tuple(visual.image_size),
         patch_size=tuple(visual.conv1.kernel_size),
-        act_fn=_activation_name(first.mlp.gelu),
+        act_fn=activation_name(first.mlp.gelu),
         eps=float(visual.ln_post.eps),
-        ln_pre=not _is_identity(visual.ln_pre),
+        ln_pre=not is_identity(visual.ln_pre),
         final_ln_after_pool=bool(getattr(visual, "final_ln_after_pool", False)),
         class_token=_has_class_token(visual),
         patch_bias=visual.conv1.bias is not None,
-        qk_norm=not _is_identity(getattr(first.attn, "ln_q", None)),
+        qk_norm=not is_identity(getattr(first.attn, "ln_q", None)),
         readout=_POOL_READOUTS[visual.pool_type],
         proj_bias=proj_bias,
         model_name=model_name,
         dtype=visual.conv1.weight.dtype,
     )
-
-
-def _fold_layer_scale(
-    layer_scale: nn.Module, weight: Tensor, bias: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``(weight * gamma[:, None], bias * gamma)``; the tensors themselves without layer scale
-    (no copy, so a conversion with ``copy=False`` shares their storage)."""
-    gamma = getattr(layer_scale, "gamma", None)
-    if gamma is None:
-        return weight, bias
-    gamma = gamma.detach()
-    return weight * gamma[:, None], bias * gamma
-
-
-def _or_zeros(bias: Tensor | None, size: int, like: Tensor) -> Tensor:
-    if bias is not None:
-        return bias
-    return torch.zeros(size, dtype=like.dtype, device=like.device)
 
 
 def _norm_params(norm: nn.Module, prefix: str) -> dict[str, Tensor]:
@@ -448,7 +418,7 @@ def _norm_params(norm: nn.Module, prefix: str) -> dict[str, Tensor]:
     ref = next(iter(norm.parameters()), None)
     ref = ref if ref is not None else torch.empty(0)
     weight = norm.weight if norm.weight is not None else torch.ones(size, dtype=ref.dtype)
-    return {f"{prefix}.w": weight, f"{prefix}.b": _or_zeros(norm.bias, size, weight)}
+    return {f"{prefix}.w": weight, f"{prefix}.b": bias_or_zeros(norm.bias, size, weight)}
 
 
 def _vit_block_state_dict(block: nn.Module, cfg: HookedViTConfig, p: str) -> dict[str, Tensor]:
@@ -456,25 +426,25 @@ def _vit_block_state_dict(block: nn.Module, cfg: HookedViTConfig, p: str) -> dic
     attn = block.attn
     qkv_w, qkv_b, out = _attention_parts(attn)
     out_w = out.weight
-    out_b = _or_zeros(out.bias, d, out_w)
+    out_b = bias_or_zeros(out.bias, d, out_w)
     head_scale = getattr(attn, "head_scale", None)
     if head_scale is not None:
         # scale_heads: each head's output z is multiplied by its scale before out_proj, i.e. the
         # columns of out_proj that read that head.
         out_w = out_w * head_scale.detach().reshape(h, 1).expand(h, dh).reshape(1, h * dh)
-    out_w, out_b = _fold_layer_scale(block.ls_1, out_w, out_b)
+    out_w, out_b = fold_layer_scale(out_w, out_b, getattr(block.ls_1, "gamma", None))
     mlp = block.mlp
-    mlp_b = _or_zeros(mlp.c_proj.bias, d, mlp.c_proj.weight)
-    mlp_w, mlp_b = _fold_layer_scale(block.ls_2, mlp.c_proj.weight, mlp_b)
+    mlp_b = bias_or_zeros(mlp.c_proj.bias, d, mlp.c_proj.weight)
+    mlp_w, mlp_b = fold_layer_scale(mlp.c_proj.weight, mlp_b, getattr(block.ls_2, "gamma", None))
     sd = {
         **_norm_params(block.ln_1, p + "ln1"),
         p + "attn.qkv_weight": qkv_w.view(3, h, dh, d),
-        p + "attn.qkv_bias": _or_zeros(qkv_b, 3 * d, qkv_w).view(3, h, dh),
+        p + "attn.qkv_bias": bias_or_zeros(qkv_b, 3 * d, qkv_w).view(3, h, dh),
         p + "attn.out_weight": out_w,
         p + "attn.b_O": out_b,
         **_norm_params(block.ln_2, p + "ln2"),
         p + "mlp.in_weight": mlp.c_fc.weight,
-        p + "mlp.b_in": _or_zeros(mlp.c_fc.bias, cfg.d_mlp, mlp.c_fc.weight),
+        p + "mlp.b_in": bias_or_zeros(mlp.c_fc.bias, cfg.d_mlp, mlp.c_fc.weight),
         p + "mlp.out_weight": mlp_w,
         p + "mlp.b_out": mlp_b,
     }

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from vision_lens.config import HookedViTConfig
+from vision_lens.loading._common import activation_name, is_identity, linear_bias
 from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.open_clip import UnsupportedModelError
 
@@ -63,25 +64,6 @@ def _model_name(model: nn.Module, model_name: str | None) -> str:
 # Module classification: each helper returns a HookedViT name, or None for "not supported".
 
 
-def _act_name(act: nn.Module) -> str | None:
-    """The HookedViT ``act_fn`` computed by an activation module, or ``None``."""
-    kind = type(act).__name__
-    if isinstance(act, nn.GELU):
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(act.approximate)
-    # timm's own activation classes (and open_clip's QuickGELU) by name: they are plain modules.
-    if kind == "GELU":
-        return "gelu"
-    if kind == "GELUTanh":
-        return "gelu_tanh"
-    if kind == "QuickGELU":
-        return "quick_gelu"
-    if isinstance(act, nn.SiLU) or kind == "Swish":
-        return "silu"
-    if isinstance(act, nn.ReLU):
-        return "relu"
-    return None
-
-
 def _norm_kind(norm: nn.Module) -> str | None:
     """``"LN"``, ``"RMS"`` or ``None`` for a normalisation module over the last dimension."""
     kind = type(norm).__name__
@@ -91,10 +73,6 @@ def _norm_kind(norm: nn.Module) -> str | None:
         shape = tuple(norm.normalized_shape)
         return "RMS" if len(shape) == 1 and norm.eps is not None else None
     return None
-
-
-def _is_identity(module: nn.Module | None) -> bool:
-    return module is None or isinstance(module, nn.Identity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +106,7 @@ def _block_reason(block: nn.Module, index: int) -> str | None:
     attn = block.attn
     if type(attn) not in (Attention, EvaAttention, AttentionRope):
         return f"{where} uses {type(attn).__name__}, not timm's standard Attention"
-    if not _is_identity(attn.norm):
+    if not is_identity(attn.norm):
         return (
             f"{where} normalises the concatenated outputs of all heads before the attention "
             "projection (scale_norm / scale_attn_inner, as in EVA02-CLIP); that norm mixes the "
@@ -137,7 +115,7 @@ def _block_reason(block: nn.Module, index: int) -> str | None:
         )
     if getattr(attn, "gate", None) is not None:
         return f"{where} gates its attention output (gated attention)"
-    if _is_identity(attn.q_norm) != _is_identity(attn.k_norm):
+    if is_identity(attn.q_norm) != is_identity(attn.k_norm):
         return f"{where} normalises only one of queries and keys"
     if type(attn) is EvaAttention and attn.num_heads * attn.head_dim != block.norm1.weight.numel():
         # EvaAttention reshapes its heads back to the input width before the projection.
@@ -147,11 +125,11 @@ def _block_reason(block: nn.Module, index: int) -> str | None:
         return f"{where} has an MLP of type {type(block.mlp).__name__}"
     if type(attn) is AttentionRope and attn.num_heads % attn.num_kv_heads:
         return f"{where} has {attn.num_kv_heads} key/value heads for {attn.num_heads} heads"
-    if _act_name(block.mlp.act) is None:
+    if activation_name(block.mlp.act) is None:
         return f"{where}'s MLP activation {type(block.mlp.act).__name__} is not supported"
     if type(block) is Block:
         for ls in (block.ls1, block.ls2):
-            if not (_is_identity(ls) or type(ls) is LayerScale):
+            if not (is_identity(ls) or type(ls) is LayerScale):
                 return f"{where} has a {type(ls).__name__} layer scale"
     return None
 
@@ -167,15 +145,15 @@ def _attn_pool_reason(pool: nn.Module, d_model: int) -> str | None:
         return f"its MAP head has {pool.latent_len} latent queries pooled by {pool.pool!r}"
     if pool.latent.shape[-1] != d_model or pool.num_heads * pool.head_dim != d_model:
         return "its MAP head's width differs from the residual stream"
-    if not (_is_identity(pool.q_norm) and _is_identity(pool.k_norm)):
+    if not (is_identity(pool.q_norm) and is_identity(pool.k_norm)):
         return "its MAP head normalises queries and keys"
     if not isinstance(pool.proj, nn.Linear) or pool.mlp is None:
         return "its MAP head has no output projection and MLP (out_features=0)"
     if _norm_kind(pool.norm) is None:
         return f"its MAP head's norm is a {type(pool.norm).__name__}"
-    if type(pool.mlp) is not Mlp or not _is_identity(pool.mlp.norm):
+    if type(pool.mlp) is not Mlp or not is_identity(pool.mlp.norm):
         return f"its MAP head's MLP is a {type(pool.mlp).__name__} with an inner norm"
-    if _act_name(pool.mlp.act) is None:
+    if activation_name(pool.mlp.act) is None:
         return f"its MAP head's activation {type(pool.mlp.act).__name__} is not supported"
     return None
 
@@ -187,7 +165,7 @@ def _norms(model: nn.Module) -> list[nn.Module]:
         norms += [block.norm1, block.norm2, block.attn.q_norm, block.attn.k_norm, block.mlp.norm]
     if getattr(model, "attn_pool", None) is not None:
         norms.append(model.attn_pool.norm)
-    return [norm for norm in norms if not _is_identity(norm)]
+    return [norm for norm in norms if not is_identity(norm)]
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -237,7 +215,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "its patch embedding is not a 3-channel convolution with stride == kernel"
     if embed.img_size is None:
         return "its patch embedding has no fixed image size"
-    if not _is_identity(embed.norm):
+    if not is_identity(embed.norm):
         return "its patch embedding normalises the patch tokens (embed_norm_layer)"
     if model.global_pool not in _READOUTS:
         if model.global_pool == "":
@@ -256,11 +234,11 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return f"block {index} has a different MLP width"
         if _mlp_kind(block.mlp) != _mlp_kind(model.blocks[0].mlp):
             return f"block {index} has a different MLP type"
-        if _act_name(block.mlp.act) != _act_name(model.blocks[0].mlp.act):
+        if activation_name(block.mlp.act) != activation_name(model.blocks[0].mlp.act):
             return f"block {index} has a different MLP activation"
-        if _is_identity(attn.q_norm) != _is_identity(first.q_norm):
+        if is_identity(attn.q_norm) != is_identity(first.q_norm):
             return f"block {index} differs from block 0 in qk-norm"
-        if _is_identity(block.mlp.norm) != _is_identity(model.blocks[0].mlp.norm):
+        if is_identity(block.mlp.norm) != is_identity(model.blocks[0].mlp.norm):
             return f"block {index} differs from block 0 in its MLP hidden-layer norm"
     norms = _norms(model)
     kinds = {_norm_kind(norm) for norm in norms}
@@ -272,9 +250,9 @@ def unsupported_reason(model: nn.Module) -> str | None:
     eps_values = {float(norm.eps) for norm in norms}
     if len(eps_values) > 1:
         return f"its norms use different eps values {sorted(eps_values)}"
-    if not _is_identity(model.norm) and not _is_identity(model.fc_norm):
+    if not is_identity(model.norm) and not is_identity(model.fc_norm):
         return "it has both a per-token final norm and a pooled fc_norm"
-    if _is_identity(model.norm) and _is_identity(model.fc_norm):
+    if is_identity(model.norm) and is_identity(model.fc_norm):
         return "it has no final norm (final_norm=False)"
     head_reason = _head_reason(model.head, "head")
     if head_reason is not None:
@@ -283,14 +261,14 @@ def unsupported_reason(model: nn.Module) -> str | None:
     if isinstance(model, VisionTransformerDistilled):
         if model.reg_token is not None:
             return "it is a distilled DeiT with register tokens (timm ignores them there)"
-        if not _is_identity(model.fc_norm):
+        if not is_identity(model.fc_norm):
             return "it is a distilled DeiT with an fc_norm (timm's distilled head skips it)"
         if model.global_pool != "token":
             return "it is a distilled DeiT without class-token pooling"
         head_reason = _head_reason(model.head_dist, "head_dist")
         if head_reason is not None:
             return head_reason
-        if _is_identity(model.head) != _is_identity(model.head_dist):
+        if is_identity(model.head) != is_identity(model.head_dist):
             return "it is a distilled DeiT with only one of its two heads"
     if model.pos_embed is not None:
         n_patches = embed.num_patches
@@ -364,7 +342,7 @@ def _pool_include_prefix(model: nn.Module) -> bool:
 
 
 def _head_reason(head: nn.Module, name: str) -> str | None:
-    if _is_identity(head) or isinstance(head, nn.Linear):
+    if is_identity(head) or isinstance(head, nn.Linear):
         return None
     return f"its classifier {name} is a {type(head).__name__}, not a Linear layer"
 
@@ -422,7 +400,7 @@ def timm_config(model: nn.Module, model_name: str | None = None) -> HookedViTCon
         pool_kwargs = dict(
             readout_n_heads=pool.num_heads,
             readout_d_mlp=pool.mlp.fc1.out_features,
-            readout_act_fn=_act_name(pool.mlp.act),
+            readout_act_fn=activation_name(pool.mlp.act),
         )
     return HookedViTConfig(
         n_layers=len(model.blocks),
@@ -433,18 +411,18 @@ def timm_config(model: nn.Module, model_name: str | None = None) -> HookedViTCon
         d_embed=head.out_features if has_head else d_model,
         image_size=tuple(model.patch_embed.img_size),
         patch_size=tuple(model.patch_embed.patch_size),
-        act_fn=_act_name(first.mlp.act),
+        act_fn=activation_name(first.mlp.act),
         eps=float(norms[0].eps),
-        ln_pre=not _is_identity(model.norm_pre),
-        final_ln_after_pool=not _is_identity(model.fc_norm),
+        ln_pre=not is_identity(model.norm_pre),
+        final_ln_after_pool=not is_identity(model.fc_norm),
         class_token=model.cls_token is not None,
         dist_token=distilled,
         n_registers=int(model.reg_token.shape[1]) if model.reg_token is not None else 0,
         patch_bias=model.patch_embed.proj.bias is not None,
         norm_type=_norm_kind(norms[0]),
-        qk_norm=not _is_identity(first.attn.q_norm),
+        qk_norm=not is_identity(first.attn.q_norm),
         gated_mlp=_mlp_kind(first.mlp) != "plain",
-        mlp_norm=not _is_identity(first.mlp.norm),
+        mlp_norm=not is_identity(first.mlp.norm),
         rope=_rope_layout(model),
         rope_per_head=bool(getattr(model, "rope_mixed", False)),
         readout=readout,
@@ -472,11 +450,8 @@ def _t(tensor: Tensor) -> Tensor:
 
 
 def _bias(linear: nn.Linear) -> Float[Tensor, " d_out"]:
-    """A linear layer's bias, zeros if it has none (HookedViT always has one)."""
-    if linear.bias is not None:
-        return _t(linear.bias)
-    weight = linear.weight
-    return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    """A copy of a linear layer's bias, zeros if it has none (HookedViT always has one)."""
+    return _t(linear_bias(linear))
 
 
 def _norm_weights(norm: nn.Module, prefix: str, width: int, ref: Tensor) -> dict[str, Tensor]:
@@ -493,7 +468,7 @@ def _norm_weights(norm: nn.Module, prefix: str, width: int, ref: Tensor) -> dict
 def _gammas(block: nn.Module, width: int, ref: Tensor) -> tuple[Tensor, Tensor]:
     """Layer-scale factors of the attention and MLP branches (ones where there is none)."""
     if hasattr(block, "ls1"):  # timm Block: LayerScale modules
-        scales = [None if _is_identity(ls) else ls.gamma for ls in (block.ls1, block.ls2)]
+        scales = [None if is_identity(ls) else ls.gamma for ls in (block.ls1, block.ls2)]
     else:  # EvaBlock: bare gamma_1 / gamma_2 parameters
         scales = [block.gamma_1, block.gamma_2]
     ones = torch.ones(width, dtype=ref.dtype, device=ref.device)
