@@ -32,6 +32,20 @@ class Arch(NamedTuple):
     slow: bool = False
 
 
+@torch.no_grad()
+def _with_block_outputs(
+    model: nn.Module, blocks: nn.Module, x: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """``model(x)`` and the output of every block in ``blocks`` (forward hooks, removed after)."""
+    outs: list[Tensor] = []
+    handles = [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks]
+    try:
+        return model(x), outs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # ----------------------------------------------------------------------------------- open_clip
 def _open_clip_rows() -> list[Arch]:
     from arch_open_clip import OPEN_CLIP_ROWS, build_tower
@@ -48,14 +62,7 @@ def _open_clip_rows() -> list[Arch]:
     def reference(visual: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if hasattr(visual, "transformer"):
             return open_clip_block_outputs(visual, x)
-        outs: list[Tensor] = []
-        trunk = visual.trunk
-        handles = [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in trunk.blocks]
-        try:
-            return visual(x), outs
-        finally:
-            for handle in handles:
-                handle.remove()
+        return _with_block_outputs(visual, visual.trunk.blocks, x)
 
     def size(visual: nn.Module) -> tuple[int, int]:
         if hasattr(visual, "image_size"):
@@ -81,15 +88,8 @@ def _open_clip_rows() -> list[Arch]:
 def _timm_rows() -> list[Arch]:
     from arch_timm import TIMM_ROWS, make_timm_model
 
-    @torch.no_grad()
     def reference(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        outs: list[Tensor] = []
-        handles = [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in model.blocks]
-        try:
-            return model(x), outs
-        finally:
-            for handle in handles:
-                handle.remove()
+        return _with_block_outputs(model, model.blocks, x)
 
     def size(model: nn.Module) -> tuple[int, int]:
         return tuple(model.patch_embed.img_size)

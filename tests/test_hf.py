@@ -13,6 +13,7 @@ import transformers as tf
 from arch_hf import HF_ROWS, hf_reference, image_size, perturb_
 from PIL import Image
 
+from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.hf import SUPPORTED_CLASSES, hf_to_hooked, load_hf
 from vision_lens.loading.open_clip import UnsupportedModelError
 
@@ -22,9 +23,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 def _hooked(cfg, state_dict):
     from vision_lens.hooked_vit import HookedViT
 
-    model = HookedViT(cfg)
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    return HookedViT.from_loaded(LoadedTower(cfg, state_dict, None))
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:

@@ -344,9 +344,7 @@ def test_load_timm_refuses_by_name():
 def _hooked(tower: LoadedTower):
     from vision_lens.hooked_vit import HookedViT
 
-    model = HookedViT(tower.cfg)
-    model.load_state_dict(tower.state_dict, strict=True)
-    return model.eval()
+    return HookedViT.from_loaded(tower)
 
 
 # The registry's tests/test_parity.py runs these rows in the default suite.
