@@ -72,13 +72,6 @@ class _Frozen:
     lin: LinearReadout
     norm: Tensor  # [batch], ||y||
 
-    def weighted(self, c: Tensor, centre: bool) -> Tensor:
-        """``sum_g (sum_q w[g, q] c_q) @ M_g`` for a residual term ``c`` ``[batch, query, d]``."""
-        if centre and self.lin.centers:
-            c = c - c.mean(-1, keepdim=True)
-        pooled = torch.einsum("bgq,bqd->bgd", self.lin.w, c)
-        return self.lin.to_output(torch.einsum("bgd,gdk->bgk", pooled, self.lin.M))
-
 
 class ActivationCache(_TLActivationCache):
     """TransformerLens' ``ActivationCache`` for a :class:`vision_lens.HookedViT`, with exact
@@ -217,12 +210,10 @@ class ActivationCache(_TLActivationCache):
             pool_pattern=self._get("readout.attn.hook_pattern") if is_map else None,
             mlp_out=self._get("readout.hook_mlp_out") if is_map else None,
         )
-        frozen = _Frozen(z=z, lin=lin, norm=z.new_zeros(z.shape[0]))
-        y = frozen.weighted(z, centre=False) - lin.m_term + lin.const
+        y = lin.map_term(z, centre=False) - lin.m_term + lin.const
         if lin.nonlinear is not None:
             y = y + lin.nonlinear
-        frozen.norm = y.norm(dim=-1)
-        return frozen
+        return _Frozen(z=z, lin=lin, norm=y.norm(dim=-1))
 
     def _map_term(
         self, c: Tensor, frozen: _Frozen, ln_mode: LnMode, share: float
@@ -233,9 +224,9 @@ class ActivationCache(_TLActivationCache):
         split mode.
         """
         if ln_mode == "center":
-            return frozen.weighted(c, centre=True)
+            return frozen.lin.map_term(c, centre=True)
         lin = frozen.lin
-        return frozen.weighted(c, centre=False) - share * lin.m_term + share * lin.const
+        return lin.map_term(c, centre=False) - share * lin.m_term + share * lin.const
 
     def _finish(self, terms: Tensor, frozen: _Frozen, normalize: bool, batch_dim: int) -> Tensor:
         if normalize:

@@ -62,6 +62,15 @@ class LinearReadout:
     centers: bool
     M_out: Tensor | None = None
 
+    def map_term(self, c: Tensor, centre: bool) -> Tensor:
+        """``sum_g (sum_q w[g, q] c_q) @ M_g`` ``[batch, d_embed]`` for a residual-stream term
+        ``c`` ``[batch, query, d_model]``, centred over ``d_model`` first if ``centre`` (and the
+        norm centres)."""
+        if centre and self.centers:
+            c = c - c.mean(-1, keepdim=True)
+        pooled = torch.einsum("bgq,bqd->bgd", self.w, c)
+        return self.to_output(torch.einsum("bgd,gdk->bgk", pooled, self.M))
+
     def to_output(self, x: Tensor) -> Tensor:
         """Channel-space values ``[..., channel, k]`` to the output ``[..., d_embed]`` (summed
         over channels)."""
@@ -111,9 +120,11 @@ class Readout(nn.Module):
         )
         if self.kind == "map":
             self.latent = nn.Parameter(torch.empty(cfg.d_model, dtype=cfg.dtype))
-            self.attn = Attention(cfg, n_heads=cfg.readout_n_heads, qk_norm=False)
+            self.attn = Attention(cfg, n_heads=cfg.readout_n_heads, qk_norm=False, rope=False)
             self.ln = make_norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype)
-            self.mlp = MLP(cfg, d_mlp=cfg.readout_d_mlp, act_fn=cfg.readout_act_fn, gated=False)
+            self.mlp = MLP(
+                cfg, d_mlp=cfg.readout_d_mlp, act_fn=cfg.readout_act_fn, gated=False, norm=False
+            )
             self.hook_attn_out = HookPoint()  # [batch, d_model]
             self.hook_mlp_out = HookPoint()  # [batch, d_model]
         self.dist_head = cfg.dist_head

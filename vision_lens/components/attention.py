@@ -79,9 +79,8 @@ class Attention(nn.Module):
             n_heads: Head count, for an attention other than the blocks' (an attention-pooling
                 head); ``d_head`` is then ``d_model // n_heads``.
             qk_norm: Normalise queries and keys (default: ``cfg.qk_norm``).
-            rope: Rotate queries and keys by ``cfg.rope`` (default: ``cfg.rope is not None``
-                for a block's attention; off when ``n_heads`` is given, since the rotation
-                tables are per block).
+            rope: Rotate queries and keys by ``cfg.rope`` (default: whether ``cfg.rope`` is
+                set; an attention-pooling head passes ``False``: the tables are per block).
         """
         super().__init__()
         self.n_heads = n_heads or cfg.n_heads
@@ -97,7 +96,7 @@ class Attention(nn.Module):
             self.q_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
             self.k_norm = make_norm(cfg.norm_type, self.d_head, cfg.eps, cfg.dtype)
         if rope is None:
-            rope = cfg.rope is not None and n_heads is None
+            rope = cfg.rope is not None
         if rope and cfg.rope is None:
             raise ValueError("rope=True needs cfg.rope (the channel-pair layout) to be set.")
         self.rope = cfg.rope if rope else None

@@ -68,12 +68,12 @@ class MLP(nn.Module):
             d_mlp: Hidden width, for an MLP other than the blocks' (an attention-pooling head's).
             act_fn: Activation (default: ``cfg.act_fn``).
             gated: Gated MLP (default: ``cfg.gated_mlp``).
-            norm: Normalise the hidden layer (default: ``cfg.mlp_norm`` for a block's MLP, off
-                when ``d_mlp`` is given).
+            norm: Normalise the hidden layer (default: ``cfg.mlp_norm``; an attention-pooling
+                head passes ``False``).
         """
         super().__init__()
         if norm is None:
-            norm = cfg.mlp_norm and d_mlp is None
+            norm = cfg.mlp_norm
         d_mlp = d_mlp or cfg.d_mlp
         self.gated = cfg.gated_mlp if gated is None else gated
         self.act = ACTIVATIONS[act_fn or cfg.act_fn]
