@@ -14,7 +14,7 @@ import collections
 import open_clip
 import pytest
 import torch
-from arch_open_clip import (
+from support.arch_open_clip import (
     OPEN_CLIP_ROWS,
     build_tower,
     estimated_vision_params,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as tf
-from arch_hf import HF_ROWS, hf_reference, image_size, perturb_
+from support.arch_hf import HF_ROWS, hf_reference, image_size, perturb_
 from PIL import Image
 
 from vision_lens.loading.base import LoadedTower

@@ -11,7 +11,7 @@ import pytest
 from vision_lens import shapes
 from vision_lens.text_pools import list_text_pools, text_pool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _words(pool):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from architectures import ARCHITECTURES, Arch
+from support.architectures import ARCHITECTURES, Arch
 
 F32_TOL = 1e-5
 F64_TOL = 1e-10
@@ -79,6 +79,6 @@ def test_supported_models_page_lists_every_row():
     added (``python scripts/make_supported_models.py``)."""
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "supported-models.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "supported-models.md").read_text()
     missing = [a.label for a in ARCHITECTURES if f"| {a.label.replace('|', '/')} |" not in page]
     assert not missing, f"rows missing from docs/supported-models.md: {missing}"

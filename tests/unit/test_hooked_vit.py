@@ -14,7 +14,7 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as F
-from oc_helpers import build_visual, free_memory, images, max_err, open_clip_block_outputs
+from support.oc_helpers import build_visual, free_memory, images, max_err, open_clip_block_outputs
 
 import vision_lens as vl
 from vision_lens.loading.open_clip import convert_open_clip_model

@@ -14,7 +14,7 @@ import pytest
 
 from vision_lens.shapes.pretrained import shapes_weights_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from arch_timm import perturb_
+from support.arch_timm import perturb_
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 import vision_lens as vl

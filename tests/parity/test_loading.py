@@ -5,7 +5,7 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
-from oc_helpers import build_visual, images, max_err, perturb_, vision_config
+from support.oc_helpers import build_visual, images, max_err, perturb_, vision_config
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 import torch
-from textspan_reference import textspan_literal
+from support.textspan_reference import textspan_literal
 
 import vision_lens as vl
 from vision_lens.analysis.textspan import (

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from arch_timm import TIMM_ROWS, make_timm_model
+from support.arch_timm import TIMM_ROWS, make_timm_model
 from torch import Tensor, nn
 
 from vision_lens.config import HookedViTConfig

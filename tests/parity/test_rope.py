@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from arch_timm import make_timm_model
+from support.arch_timm import make_timm_model
 
 import vision_lens as vl
 from vision_lens.loading.timm import timm_to_hooked

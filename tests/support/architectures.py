@@ -48,8 +48,8 @@ def _with_block_outputs(
 
 # ----------------------------------------------------------------------------------- open_clip
 def _open_clip_rows() -> list[Arch]:
-    from arch_open_clip import OPEN_CLIP_ROWS, build_tower
-    from oc_helpers import build_visual, open_clip_block_outputs
+    from support.arch_open_clip import OPEN_CLIP_ROWS, build_tower
+    from support.oc_helpers import build_visual, open_clip_block_outputs
 
     classic = [
         ("ViT-B-32 (4 layers)", "ViT-B-32", {"layers": 4}),
@@ -86,7 +86,7 @@ def _open_clip_rows() -> list[Arch]:
 
 # ----------------------------------------------------------------------------------- timm
 def _timm_rows() -> list[Arch]:
-    from arch_timm import TIMM_ROWS, make_timm_model
+    from support.arch_timm import TIMM_ROWS, make_timm_model
 
     def reference(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         return _with_block_outputs(model, model.blocks, x)
@@ -109,7 +109,7 @@ def _timm_rows() -> list[Arch]:
 
 # ----------------------------------------------------------------------------------- HF
 def _hf_rows() -> list[Arch]:
-    from arch_hf import HF_ROWS, hf_reference, image_size
+    from support.arch_hf import HF_ROWS, hf_reference, image_size
 
     def reference(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         out, hidden = hf_reference(model, x)

@@ -29,7 +29,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from oc_helpers import build_visual, free_memory, images, max_err, perturb_
+from support.oc_helpers import build_visual, free_memory, images, max_err, perturb_
 
 import vision_lens as vl
 
