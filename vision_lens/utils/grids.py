@@ -35,6 +35,7 @@ def upsample_grid(
         ``[..., H, W]``.
 
     Example:
+        >>> import torch
         >>> upsample_grid(torch.ones(2, 3, 4, 4), (32, 32)).shape
         torch.Size([2, 3, 32, 32])
     """
