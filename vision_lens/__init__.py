@@ -14,6 +14,7 @@ Example:
 """
 
 from vision_lens import analysis, plot, shapes
+from vision_lens._version import __version__  # noqa: E402
 from vision_lens.analysis import (
     Components,
     TextSpanResult,
@@ -39,14 +40,11 @@ from vision_lens.cache import ActivationCache, ComponentId
 from vision_lens.config import HookedViTConfig
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
-from vision_lens.loading.clip import load_clip, load_clip_hf
 from vision_lens.loading.open_clip import UnsupportedModelError
+from vision_lens.models import load_clip, load_clip_hf, load_shapes_clip
 from vision_lens.readout import LinearReadout, Readout
-from vision_lens.shapes.load import load_shapes_clip
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
 from vision_lens.text_pools import list_text_pools, text_pool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActivationCache",

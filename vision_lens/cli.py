@@ -10,7 +10,7 @@ from vision_lens.loading.open_clip import UnsupportedModelError
 
 
 def _report(args: argparse.Namespace) -> int:
-    from vision_lens.report import write_report
+    from vision_lens.apps.report import write_report
 
     path = write_report(
         args.out,
@@ -27,7 +27,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval_seg(args: argparse.Namespace) -> int:
-    from vision_lens.analysis.seg_eval import run_eval_seg
+    from vision_lens.apps.seg_eval import run_eval_seg
 
     result, paths = run_eval_seg(
         args.out_dir,
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default=None, help="torch device, e.g. cuda")
     report.set_defaults(run=_report)
 
-    from vision_lens.analysis.seg_eval import METHODS, SHAPES_SEED
+    from vision_lens.apps.seg_eval import METHODS, SHAPES_SEED
 
     seg = commands.add_parser(
         "eval-seg",

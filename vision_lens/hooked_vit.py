@@ -114,10 +114,13 @@ class HookedViT(HookedRootModule):
         Example:
             >>> model = HookedViT.from_open_clip("ViT-B-32")  # random weights  # doctest: +SKIP
         """
-        from vision_lens.loading.open_clip import load_open_clip_visual
+        from vision_lens.loading.open_clip import create_open_clip
 
-        return load_open_clip_visual(
-            cls, model_name, pretrained, device=device, dtype=dtype, cache_dir=cache_dir
+        source = create_open_clip(model_name, pretrained, cache_dir)
+        provenance = model_name if pretrained is None else f"{model_name} ({pretrained})"
+        # The open_clip model is dropped after conversion: share its tensors instead of copying.
+        return cls.from_open_clip_model(
+            source, model_name=provenance, device=device, dtype=dtype, copy=False
         )
 
     @classmethod
@@ -125,31 +128,40 @@ class HookedViT(HookedRootModule):
         cls,
         model: nn.Module,
         *,
+        model_name: str | None = None,
         preprocess: Callable | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        copy: bool = True,
     ) -> HookedViT:
         """Convert an already built open_clip ``CLIP`` (or its ``.visual``) into a HookedViT.
 
-        The weights are copied, so later edits to either model do not affect the other.
+        By default the weights are copied, so later edits to either model do not affect the
+        other.
 
         Args:
             model: An open_clip ``CLIP``/``CustomTextCLIP`` or a ``VisionTransformer``.
+            model_name: Provenance for error messages and ``cfg.model_name``.
             preprocess: Image transform to expose as ``model.preprocess``; by default built from
                 the tower's ``preprocess_cfg`` as open_clip does.
             device: Target device (default: the source model's).
             dtype: Target dtype (default: the source model's).
+            copy: ``False`` shares storage with ``model`` where layouts agree (halves peak
+                memory when the source is dropped afterwards; edits then reach both).
 
         Example:
             >>> import open_clip
             >>> clip = open_clip.create_model("ViT-B-32")  # doctest: +SKIP
             >>> model = HookedViT.from_open_clip_model(clip)  # doctest: +SKIP
         """
-        from vision_lens.loading.open_clip import convert_open_clip_model
+        from vision_lens.loading.open_clip import open_clip_to_hooked
 
-        return convert_open_clip_model(
-            cls, model, preprocess=preprocess, device=device, dtype=dtype, copy=True
-        )
+        loaded = open_clip_to_hooked(model, model_name, preprocess)
+        if copy:
+            loaded = loaded._replace(
+                state_dict={k: v.clone() for k, v in loaded.state_dict.items()}
+            )
+        return cls.from_loaded(loaded, device=device, dtype=dtype)
 
     @classmethod
     def from_loaded(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as tf
-from support.arch_hf import HF_ROWS, hf_reference, image_size, perturb_
 from PIL import Image
+from support.arch_hf import HF_ROWS, hf_reference, image_size, perturb_
 
 from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.hf import SUPPORTED_CLASSES, hf_to_hooked, load_hf

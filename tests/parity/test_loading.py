@@ -5,9 +5,9 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
-from support.oc_helpers import build_visual, images, max_err, perturb_, vision_config
 from PIL import Image
 from safetensors.torch import save_file
+from support.oc_helpers import build_visual, images, max_err, perturb_, vision_config
 from torch import nn
 
 import vision_lens as vl

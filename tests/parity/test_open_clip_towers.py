@@ -14,6 +14,7 @@ import collections
 import open_clip
 import pytest
 import torch
+from open_clip.model import _build_vision_tower
 from support.arch_open_clip import (
     OPEN_CLIP_ROWS,
     build_tower,
@@ -22,7 +23,6 @@ from support.arch_open_clip import (
     is_transformer_over_patches,
     tower_image_size,
 )
-from open_clip.model import _build_vision_tower
 
 import vision_lens as vl
 from vision_lens.loading.open_clip import (

@@ -19,8 +19,8 @@ import transformers as tf
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from vision_lens.hooked_vit import HookedViT
-from vision_lens.loading.clip import load_clip_hf
 from vision_lens.loading.open_clip import UnsupportedModelError
+from vision_lens.models import load_clip_hf
 from vision_lens.text import HF_TEXT_CLASSES, CLIPText
 
 WORDS = ["a", "photo", "of", "the", "dog", "cat", "drawing", "bird", "red", "blue", "car"]

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from support.oc_helpers import build_visual, free_memory, images, max_err, open_clip_block_outputs
 
 import vision_lens as vl
-from vision_lens.loading.open_clip import convert_open_clip_model
 
 F32_TOL = 1e-5
 F64_TOL = 1e-10
@@ -196,7 +195,7 @@ def test_big_towers_match_open_clip(label):
     free_memory()
     visual = build_visual(config, **overrides)
     # Share storage with open_clip where layouts agree, to halve peak memory (bigG is 7 GB).
-    model = convert_open_clip_model(vl.HookedViT, visual, model_name=label, copy=False)
+    model = vl.HookedViT.from_open_clip_model(visual, model_name=label, copy=False)
     x = images(batch, tuple(visual.image_size), seed=1)
     ref, block_outs = open_clip_block_outputs(visual, x)
     err = max_err(model(x), ref)

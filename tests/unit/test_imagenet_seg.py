@@ -17,7 +17,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 import vision_lens as vl
-from vision_lens.analysis.seg_eval import evaluate_segmentation, imagenet_seg_data
+from vision_lens.apps.seg_eval import evaluate_segmentation, imagenet_seg_data
 from vision_lens.datasets import (
     ImagenetSegmentation,
     geometric_transform,

@@ -23,14 +23,14 @@ from vision_lens.analysis.baselines import (
     gradcam,
     raw_attention,
 )
-from vision_lens.analysis.seg_eval import (
+from vision_lens.analysis.seg_metrics import SegmentationMetrics
+from vision_lens.analysis.segmentation import binarize, segment, segment_heads, upsample_heatmaps
+from vision_lens.apps.seg_eval import (
     METHODS,
     evaluate_segmentation,
     shapes_class_texts,
     shapes_data,
 )
-from vision_lens.analysis.seg_metrics import SegmentationMetrics
-from vision_lens.analysis.segmentation import binarize, segment, segment_heads, upsample_heatmaps
 from vision_lens.shapes.pretrained import shapes_weights_path
 
 D_EMBED = 16
@@ -347,7 +347,7 @@ def tiny_clip(tmp_path_factory):
     (folder / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
     open_clip.add_model_config(folder)
     torch.manual_seed(0)
-    return vl.loading.clip.load_clip(TINY)
+    return vl.load_clip(TINY)
 
 
 def test_segment_with_real_text_tower_and_pil_images(tiny_clip):

@@ -399,14 +399,14 @@ def test_siglip_tokenizer_unavailable(tiny_names, monkeypatch):
     monkeypatch.setattr(open_clip, "get_tokenizer", offline)
     with pytest.raises(OSError, match="Cannot load open_clip's tokenizer .* Pass tokenizer="):
         CLIPText.from_open_clip("vl-test-tiny-siglip")
-    from vision_lens.loading.clip import load_clip
+    from vision_lens.models import load_clip
 
     with pytest.raises(OSError, match="Pass tokenizer="):
         load_clip("vl-test-tiny-siglip")
 
 
 def test_load_clip_siglip_logits(siglip, tmp_path):
-    from vision_lens.loading.clip import load_clip
+    from vision_lens.models import load_clip
 
     clip, _ = siglip
     path = tmp_path / "siglip.pt"

@@ -32,7 +32,6 @@ from vision_lens.analysis.baselines import (
     raw_attention,
 )
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
-from vision_lens.analysis.seg_eval import evaluate_segmentation, run_eval_seg
 from vision_lens.analysis.seg_metrics import SegmentationMetrics, binarize, normalize_heatmaps
 from vision_lens.analysis.segmentation import segment, segment_heads, upsample_heatmaps
 from vision_lens.analysis.spurious import (
@@ -57,11 +56,9 @@ __all__ = [
     "attention_rollout",
     "binarize",
     "chefer_relevance",
-    "evaluate_segmentation",
     "gradcam",
     "normalize_heatmaps",
     "raw_attention",
-    "run_eval_seg",
     "segment",
     "segment_heads",
     "upsample_heatmaps",
@@ -95,3 +92,13 @@ __all__ = [
     "textspan_replacement_accuracy",
     "zero_shot_accuracy",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated since 0.2: the segmentation benchmark runner is an application and moved to
+    # vision_lens.apps.seg_eval (analysis does not import applications). Removed in 0.3.
+    if name in ("evaluate_segmentation", "run_eval_seg"):
+        from vision_lens.analysis import seg_eval
+
+        return getattr(seg_eval, name)
+    raise AttributeError(f"module 'vision_lens.analysis' has no attribute {name!r}")

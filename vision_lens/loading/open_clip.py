@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -42,9 +41,6 @@ from vision_lens.loading._common import (
     is_identity,
 )
 from vision_lens.loading.base import LoadedTower
-
-if TYPE_CHECKING:
-    from vision_lens.hooked_vit import HookedViT
 
 
 class UnsupportedModelError(ValueError):
@@ -594,33 +590,6 @@ def default_preprocess(visual: nn.Module) -> Callable:
     return image_transform(visual.image_size, is_train=False)
 
 
-def convert_open_clip_model(
-    cls: type[HookedViT],
-    model: nn.Module,
-    *,
-    model_name: str | None = None,
-    preprocess: Callable | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    copy: bool = True,
-) -> HookedViT:
-    """Build a ``cls`` (HookedViT) from an open_clip CLIP model or VisionTransformer.
-
-    Args:
-        cls: The HookedViT class.
-        model: The open_clip model (or its ``.visual``).
-        model_name: Provenance for error messages and ``cfg.model_name``.
-        preprocess: Transform to expose as ``.preprocess`` (default: open_clip's eval transform).
-        device: Target device (default: the source's).
-        dtype: Target dtype (default: the source's).
-        copy: Copy weights (``True``) or share storage with ``model`` where layouts agree.
-    """
-    cfg, state_dict, preprocess = open_clip_to_hooked(model, model_name, preprocess)
-    if copy:
-        state_dict = {k: v.clone() for k, v in state_dict.items()}
-    return cls.from_loaded(LoadedTower(cfg, state_dict, preprocess), device=device, dtype=dtype)
-
-
 def check_pretrained_source(model_name: str, pretrained: str | os.PathLike | None) -> str | None:
     """``pretrained`` as open_clip takes it (a str), after checking that it is a known tag or an
     existing file; raises a clear FileNotFoundError otherwise."""
@@ -639,27 +608,20 @@ def check_pretrained_source(model_name: str, pretrained: str | os.PathLike | Non
     return pretrained
 
 
-def load_open_clip_visual(
-    cls: type[HookedViT],
-    model_name: str,
-    pretrained: str | None = None,
-    *,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    cache_dir: str | None = None,
-) -> HookedViT:
-    """Create an open_clip model by name (tag, local checkpoint or random weights) and convert it.
+def create_open_clip(
+    model_name: str, pretrained: str | os.PathLike | None = None, cache_dir: str | None = None
+) -> nn.Module:
+    """Create an open_clip model by name (tag, local checkpoint or random weights), after
+    checking that the architecture converts and the weights exist.
 
-    The open_clip model is dropped after conversion; its tensors are shared, not copied.
+    Raises:
+        vision_lens.UnsupportedModelError: The image tower is not one we convert.
+        FileNotFoundError: ``pretrained`` is neither a tag nor an existing file.
     """
     import open_clip
 
     check_open_clip_config(model_name)
     pretrained = check_pretrained_source(model_name, pretrained)
-    clip = open_clip.create_model(
+    return open_clip.create_model(
         model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
-    )
-    provenance = model_name if pretrained is None else f"{model_name} ({pretrained})"
-    return convert_open_clip_model(
-        cls, clip, model_name=provenance, device=device, dtype=dtype, copy=False
     )

@@ -1,5 +1,7 @@
 """Both towers of a CLIP/SigLIP model from one load: a HookedViT and a CLIPText.
 
+- :func:`load_shapes_clip`: the small CLIP trained on the shapes world, shipped with the package.
+
 - :func:`load_clip`: an open_clip model by name (CLIP, SigLIP, ...).
 - :func:`load_clip_hf`: a Hugging Face ``transformers`` ``CLIPModel`` or ``SiglipModel`` (hub id,
   local directory or built model).
@@ -17,9 +19,7 @@ from torch import nn
 
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.open_clip import (
-    check_open_clip_config,
-    check_pretrained_source,
-    convert_open_clip_model,
+    create_open_clip,
     default_preprocess,
 )
 from vision_lens.text import (
@@ -68,18 +68,11 @@ def load_clip(
         >>> model, clip = load_clip("ViT-B-32")  # random weights  # doctest: +SKIP
         >>> texts = clip.encode(["a dog", "a cat"])  # doctest: +SKIP
     """
-    import open_clip
-
-    check_open_clip_config(model_name)
-    pretrained = check_pretrained_source(model_name, pretrained)
+    source = create_open_clip(model_name, pretrained, cache_dir)
     if tokenizer is None:
         tokenizer = _open_clip_tokenizer(model_name, cache_dir=cache_dir)
-    source = open_clip.create_model(
-        model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
-    )
     provenance = model_name if pretrained is None else f"{model_name} ({_display(pretrained)})"
-    model = convert_open_clip_model(
-        HookedViT,
+    model = HookedViT.from_open_clip_model(
         source,
         model_name=provenance,
         preprocess=default_preprocess(source.visual),
@@ -180,6 +173,34 @@ def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in keys if k in kwargs}
 
 
+def load_shapes_clip(device: str | torch.device | None = None) -> tuple[HookedViT, CLIPText]:
+    """Load the small CLIP trained on the shapes world, shipped with the package.
+
+    It goes through the same open_clip path as any model (a registered open_clip config and a
+    local safetensors checkpoint), so everything shown on it works on real CLIPs too.
+
+    Args:
+        device: Torch device (default CPU).
+
+    Returns:
+        ``(model, clip)``: a :class:`vision_lens.HookedViT` (with ``model.preprocess``) and a
+        :class:`vision_lens.CLIPText`.
+
+    Example:
+        >>> import vision_lens as vl
+        >>> model, clip = vl.load_shapes_clip()  # doctest: +SKIP
+        >>> scenes = vl.shapes.generate(4, seed=0)  # doctest: +SKIP
+    """
+    from vision_lens.shapes.pretrained import (
+        SHAPES_MODEL_NAME,
+        register_shapes_config,
+        shapes_weights_path,
+    )
+
+    register_shapes_config()
+    return load_clip(SHAPES_MODEL_NAME, str(shapes_weights_path()), device=device)
+
+
 def load_clip_or_shapes(
     model_name: str | None = None,
     pretrained: str | None = None,
@@ -203,8 +224,6 @@ def load_clip_or_shapes(
         return load_clip(model_name, pretrained, device=device)
     if pretrained is not None:
         raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
-    from vision_lens.shapes.load import load_shapes_clip
-
     return load_shapes_clip(device=device)
 
 

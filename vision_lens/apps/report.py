@@ -302,7 +302,7 @@ def write_report(
     Example:
         >>> write_report("report.html")  # the shipped shapes model  # doctest: +SKIP
     """
-    from vision_lens.loading.clip import load_clip_or_shapes
+    from vision_lens.models import load_clip_or_shapes
 
     if images is not None:  # fail on a bad folder before loading any model
         user_images = load_image_folder(images, max_images)

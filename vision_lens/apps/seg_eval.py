@@ -1,0 +1,692 @@
+"""The zero-shot segmentation benchmark: our token decomposition and every baseline, one run.
+
+``vision-lens eval-seg`` calls :func:`run_eval_seg`. Per image there is one class text (its
+ground-truth class, or for ImageNet-segmentation the model's zero-shot prediction among the 1,000
+classes, as in the reference code). Every method turns it into a ``[H, W]`` heatmap at the
+model's input resolution; :class:`~vision_lens.analysis.seg_metrics.SegmentationMetrics`
+binarises each at its mean and accumulates pixel accuracy, mIoU and mAP (Chefer et al. 2021).
+
+Data:
+
+* default, the shapes world: single-object scenes (``vision_lens.shapes.generate(n, seed,
+  n_objects=1)``), class text = the object's colour and shape ("a red circle"), mask = the
+  object's exact pixels; the reference set = all 64 colour-shape texts.
+* ``--imagenet-seg gtsegs_ijcv.mat``: ImageNet-segmentation, classes = the 1,000 ImageNet class
+  names with CLIP's prompt templates (the reference set = all 1,000 class weights).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vision_lens.analysis.baselines import BASELINES, baseline_scores
+from vision_lens.analysis.seg_metrics import SegmentationMetrics
+from vision_lens.analysis.segmentation import patch_token_scores, upsample_heatmaps
+from vision_lens.cache import LnMode
+
+#: Every method of the benchmark, ours first.
+METHODS = ("decomposition", *BASELINES)
+METHOD_NAMES = {
+    "decomposition": "Token decomposition (ours; Gandelsman et al. 2024)",
+    "chefer2021": "Chefer et al. 2021 (gradient x attention relevance)",
+    "gradcam": "GradCAM (last block input)",
+    "raw_attention": "Raw attention (last layer)",
+    "rollout": "Attention rollout",
+}
+#: Table 3 of Gandelsman et al. 2024 (ImageNet-segmentation; pixel acc., mIoU, mAP in %).
+PAPER_TABLE3 = {
+    "decomposition": (75.21, 54.50, 81.61),
+    "chefer2021": (69.21, 47.47, 78.29),
+    "gradcam": (70.27, 44.50, 70.30),
+    "raw_attention": (65.67, 43.83, 76.05),
+    "rollout": (60.63, 40.64, 74.47),
+}
+#: Seed of the default held-out shapes scenes (the shapes model never trains on it).
+SHAPES_SEED = 90_210
+
+
+@dataclass
+class SegBatch:
+    """One batch of evaluation data."""
+
+    images: Float[Tensor, "batch 3 height width"]  # preprocessed
+    masks: Bool[Tensor, "batch height width"]  # aligned with images
+    labels: Int[Tensor, " batch"] | None = None  # class indices; None = zero-shot prediction
+
+
+@dataclass
+class SegData:
+    """An evaluation set: batches, the class texts and how to describe it."""
+
+    name: str
+    batches: Callable[[], Iterable[SegBatch]]
+    n_images: int
+    class_texts: list[str]
+    class_embeddings: Float[Tensor, "n_class d_embed"]
+    description: str
+    label_source: str  # "ground truth" or "zero-shot prediction"
+
+
+@dataclass
+class SegEvalResult:
+    """Metrics (fractions), seconds per method, settings and a few example heatmaps."""
+
+    metrics: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    settings: dict[str, Any]
+    examples: dict[str, Any] = field(default_factory=dict)
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def ranking(self, key: str = "miou") -> list[str]:
+        """Methods sorted by a metric, best first."""
+        return sorted(self.metrics, key=lambda m: -self.metrics[m][key])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly content (examples left out)."""
+        return {
+            "settings": self.settings,
+            "metrics": self.metrics,
+            "seconds": self.seconds,
+            "ablations": self.ablations,
+        }
+
+    def table_markdown(self) -> str:
+        """The comparison table (percentages), ours first then the baselines."""
+        n = max(self.settings.get("n_images", 1), 1)
+        lines = [
+            "| Method | Pixel acc. | mIoU | mAP | IoU bg | IoU fg | mAP fg only | ms / image |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for method, m in self.metrics.items():
+            name = METHOD_NAMES.get(method, method)
+            lines.append(
+                f"| {name} | {100 * m['pixel_accuracy']:.2f} | {100 * m['miou']:.2f} | "
+                f"{100 * m['map']:.2f} | {100 * m['iou_background']:.2f} | "
+                f"{100 * m['iou_foreground']:.2f} | {100 * m['map_foreground']:.2f} | "
+                f"{1000 * self.seconds[method] / n:.1f} |"
+            )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """A results page: setup, the table, the paper's numbers for context."""
+        s = self.settings
+        parts = [
+            "# Zero-shot segmentation: token decomposition vs. baselines",
+            "",
+            f"Produced by `{s.get('command', 'evaluate_segmentation(...)')}` (vision_lens "
+            f"{s.get('version', '')}).",
+            "",
+            f"- Model: {s['model']}",
+            f"- Data: {s['data']}",
+            f"- Class text per image: {s['label_source']}; heatmaps of our method subtract the "
+            f"mean heatmap over {s['n_reference']} reference class texts (the paper's footnote).",
+            f"- Our method: patch-token direct effects of attention layers {s['layers']} "
+            f"(ln_mode={s['ln_mode']!r}) dotted with the class text embedding.",
+            "- Protocol (Chefer et al. 2021, as in Gandelsman et al. Table 3): per image, clip at "
+            "0, min-max normalise, binarise at the mean; pixel accuracy over all pixels, mIoU = "
+            "mean of background and foreground IoU accumulated over the dataset, mAP = mean "
+            "per-image AP (foreground and background channels pooled, as the reference code); "
+            "'mAP fg only' scores the foreground channel alone.",
+        ]
+        if s.get("zero_shot_accuracy") is not None:
+            parts.append(
+                f"- The model's zero-shot accuracy on these class texts: "
+                f"{100 * s['zero_shot_accuracy']:.1f}% ({s['n_classes']} classes)."
+            )
+        if "foreground_fraction" in s:
+            background = 1 - s["foreground_fraction"]
+            parts.append(
+                f"- Foreground is {100 * s['foreground_fraction']:.1f}% of the pixels: predicting "
+                f"no foreground at all would score pixel accuracy {100 * background:.2f}, mIoU "
+                f"{50 * background:.2f}, IoU fg 0."
+            )
+        parts += [
+            f"- {s['n_images']} images; {s['seconds_total']:.0f} s in total on {s['device']}.",
+            "",
+            "## Results (%)",
+            "",
+            self.table_markdown(),
+            "",
+            f"Ranking by mIoU: {' > '.join(self.ranking('miou'))}.",
+            "",
+            "## For reference: Gandelsman et al. 2024, Table 3 (ImageNet-segmentation, CLIP)",
+            "",
+            "| Method | Pixel acc. | mIoU | mAP |",
+            "|---|---:|---:|---:|",
+        ]
+        for method, (acc, miou, ap) in PAPER_TABLE3.items():
+            parts.append(f"| {METHOD_NAMES[method]} | {acc:.2f} | {miou:.2f} | {ap:.2f} |")
+        if self.ablations:
+            parts += ["", self.ablation_markdown()]
+        return "\n".join(parts) + "\n"
+
+    def ablation_markdown(self) -> str:
+        """The ablation section: thresholds for every method, then variants of ours."""
+        lines = [
+            "## Ablations (`--ablations`)",
+            "",
+            "Threshold: the protocol binarises each normalised heatmap at its own mean; the "
+            "best single fixed threshold for the whole dataset (an oracle, chosen on the same "
+            f"images from {SWEEP[0]}..{SWEEP[-1]}) shows how much that choice costs each method.",
+            "",
+            "| Method | mIoU (mean threshold) | best fixed threshold | mIoU there | mAP fg only |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for method, m in self.metrics.items():
+            lines.append(
+                f"| {METHOD_NAMES.get(method, method)} | {100 * m['miou']:.2f} | "
+                f"{m['best_threshold']:.2f} | {100 * m['miou_best_threshold']:.2f} | "
+                f"{100 * m['map_foreground']:.2f} |"
+            )
+        lines += [
+            "",
+            "Variants of our method (reference subtraction, layers, clipping):",
+            "",
+            "| Variant | Pixel acc. | mIoU | mAP | mAP fg only | best-threshold mIoU |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in self.ablations.items():
+            lines.append(
+                f"| {name} | {100 * m['pixel_accuracy']:.2f} | {100 * m['miou']:.2f} | "
+                f"{100 * m['map']:.2f} | {100 * m['map_foreground']:.2f} | "
+                f"{100 * m['miou_best_threshold']:.2f} (at {m['best_threshold']:.2f}) |"
+            )
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | Path, figure: bool = True) -> list[Path]:
+        """Write ``segmentation.md``, ``segmentation.json`` and (with ``figure``)
+        ``segmentation_examples.html`` into ``out_dir``; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "segmentation.md", out / "segmentation.json"]
+        paths[0].write_text(self.markdown(), encoding="utf-8")
+        paths[1].write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if figure and self.examples:
+            from vision_lens.plot import segmentation_examples
+
+            ex = self.examples
+            fig = segmentation_examples(
+                ex["images"],
+                ex["masks"],
+                {METHOD_NAMES.get(k, k).split(" (")[0]: v for k, v in ex["heatmaps"].items()},
+                ex["texts"],
+            )
+            html = out / "segmentation_examples.html"
+            fig.write_html(html, include_plotlyjs="cdn", full_html=True)
+            paths.append(html)
+        return paths
+
+
+def evaluate_segmentation(
+    model: Any,
+    data: SegData,
+    methods: Sequence[str] = METHODS,
+    layers: int | Sequence[int] | None = None,
+    *,
+    reference: Float[Tensor, "n_ref d_embed"] | None = None,
+    ln_mode: LnMode = "center",
+    n_examples: int = 4,
+    ablations: bool = False,
+    progress: bool = True,
+) -> SegEvalResult:
+    """Evaluate our token-decomposition heatmaps and the baselines on one dataset.
+
+    Args:
+        model: A :class:`vision_lens.HookedViT`.
+        data: The evaluation set (see :func:`shapes_data`, :func:`imagenet_seg_data`).
+        methods: Any of :data:`METHODS`.
+        layers: Attention layers of our method (default all, as in the paper).
+        reference: Embeddings whose mean heatmap our method subtracts (default all class
+            embeddings of ``data``).
+        ln_mode: Final-LayerNorm treatment of the decomposition.
+        n_examples: Heatmaps of this many first images are kept for the figure.
+        ablations: Also evaluate variants of our method (no reference subtraction, subsets of
+            layers, no clipping at 0) and record, for every method, the best fixed threshold
+            (:data:`SWEEP`) next to the protocol's mean threshold (``result.ablations``).
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`SegEvalResult`.
+
+    Example:
+        >>> result = evaluate_segmentation(model, shapes_data(model, clip, n=64))  # doctest: +SKIP
+        >>> print(result.table_markdown())  # doctest: +SKIP
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"Unknown or no methods {unknown}; choose from {list(METHODS)}.")
+    class_emb = F.normalize(
+        data.class_embeddings.to(device=model.device, dtype=model.dtype), dim=-1
+    )
+    if class_emb.shape[-1] != model.cfg.d_embed:
+        raise ValueError(
+            f"Class embeddings are {class_emb.shape[-1]}-dimensional but the model embeds into "
+            f"{model.cfg.d_embed}; use the text tower of the same CLIP."
+        )
+    ref = class_emb if reference is None else F.normalize(reference.to(class_emb), dim=-1)
+    ref_mean = ref.mean(0)
+    metrics = {m: SegmentationMetrics(sweep=SWEEP) for m in methods}
+    variants = _variants(model.cfg.n_layers) if ablations and "decomposition" in methods else {}
+    variant_metrics = {
+        name: SegmentationMetrics(sweep=SWEEP, clip_negative=clip)
+        for name, (_, _, clip) in variants.items()
+    }
+    seconds = dict.fromkeys(methods, 0.0)
+    examples: dict[str, Any] = {"heatmaps": {m: [] for m in methods}, "masks": [], "images": []}
+    example_labels: list[int] = []
+    correct = labeled = 0
+    foreground_pixels = all_pixels = 0
+    rows, cols = model.cfg.grid_size
+    size = model.cfg.image_size
+    start_time = time.perf_counter()
+    bar = tqdm(total=data.n_images, desc="eval-seg", unit="img", disable=not progress)
+    for batch in data.batches():
+        images = batch.images.to(device=model.device, dtype=model.dtype)
+        masks = batch.masks.bool()
+        foreground_pixels += int(masks.sum())
+        all_pixels += masks.numel()
+        tic = time.perf_counter()
+        embed, cache = model.run_with_decomposition_cache(images)
+        predicted = (F.normalize(embed, dim=-1) @ class_emb.T).argmax(-1)
+        labels = predicted if batch.labels is None else batch.labels.to(predicted.device)
+        if batch.labels is not None:
+            correct += int((predicted == labels).sum())
+            labeled += labels.numel()
+        directions = class_emb[labels]  # [batch, d_embed]
+        heat: dict[str, Tensor] = {}
+        if "decomposition" in methods:
+            dirs = (directions - ref_mean)[:, None]  # [batch, 1, d_embed]
+            heat["decomposition"] = patch_token_scores(cache, dirs, layers, ln_mode)[:, 0]
+            seconds["decomposition"] += time.perf_counter() - tic
+        if variants:
+            # per layer: scores of the class text and of the reference mean, [layer, b, 2, P]
+            both = torch.stack([directions, ref_mean.expand_as(directions)], dim=1)
+            per_layer = torch.stack(
+                [patch_token_scores(cache, both, [i], ln_mode) for i in range(model.cfg.n_layers)]
+            )
+            for name, (chosen, subtract, _) in variants.items():
+                scores = per_layer[chosen].sum(0)
+                scores = scores[:, 0] - scores[:, 1] if subtract else scores[:, 0]
+                up = upsample_heatmaps(scores.float().view(-1, rows, cols), size).cpu()
+                variant_metrics[name].update(up, masks)
+        del cache
+        for method in methods:
+            if method == "decomposition":
+                continue
+            tic = time.perf_counter()
+            heat[method] = baseline_scores(model, images, method, directions)
+            seconds[method] += time.perf_counter() - tic
+        keep = max(0, n_examples - len(example_labels))
+        for method in methods:
+            tic = time.perf_counter()
+            up = upsample_heatmaps(heat[method].float().view(-1, rows, cols), size).cpu()
+            seconds[method] += time.perf_counter() - tic
+            metrics[method].update(up, masks)
+            if keep:
+                examples["heatmaps"][method].append(up[:keep])
+        if keep:
+            examples["masks"].append(masks[:keep].cpu())
+            examples["images"].append(batch.images[:keep].cpu())
+            example_labels += labels[:keep].tolist()
+        bar.update(images.shape[0])
+    bar.close()
+    if not metrics[methods[0]].n_images:
+        raise ValueError("The dataset yielded no images.")
+    n_images = metrics[methods[0]].n_images
+    if example_labels:
+        examples = {
+            "heatmaps": {m: torch.cat(v) for m, v in examples["heatmaps"].items()},
+            "masks": torch.cat(examples["masks"]),
+            "images": display_images(model, torch.cat(examples["images"])),
+            "texts": [data.class_texts[i] for i in example_labels],
+        }
+    settings = {
+        "model": model.cfg.model_name,
+        "data": data.description,
+        "dataset": data.name,
+        "n_images": n_images,
+        "n_classes": len(data.class_texts),
+        "n_reference": int(ref.shape[0]),
+        "label_source": data.label_source,
+        "zero_shot_accuracy": correct / labeled if labeled else None,
+        "foreground_fraction": foreground_pixels / max(all_pixels, 1),
+        "layers": "all" if layers is None else list(np.atleast_1d(layers).tolist()),
+        "ln_mode": ln_mode,
+        "methods": list(methods),
+        "seconds_total": time.perf_counter() - start_time,
+        "device": str(model.device),
+        "ablations": bool(ablations),
+        "version": _version(),
+    }
+    return SegEvalResult(
+        metrics={m: metrics[m].compute() for m in methods},
+        seconds=seconds,
+        settings=settings,
+        examples=examples,
+        ablations={name: m.compute() for name, m in variant_metrics.items()},
+    )
+
+
+def _version() -> str:
+    from vision_lens._version import __version__
+
+    return __version__
+
+
+#: Fixed thresholds (on heatmaps min-max normalised to [0, 1]) swept to find each method's best.
+SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def _variants(n_layers: int) -> dict[str, tuple[list[int], bool, bool]]:
+    """Variants of our method: name -> (layers, subtract the reference mean, clip at 0)."""
+    every = list(range(n_layers))
+    out = {
+        "all layers (the default)": (every, True, True),
+        "all layers, no reference subtraction": (every, False, True),
+        "all layers, no clipping at 0 before normalising": (every, True, False),
+    }
+    for k in sorted({1, 2, 3, 4, n_layers // 2, 8} - {0}):
+        if k < n_layers:
+            out[f"last {k} layer{'s' if k > 1 else ''}"] = (every[-k:], True, True)
+    for layer in every[-min(n_layers, 12) :]:
+        out[f"layer {layer} only"] = ([layer], True, True)
+    return out
+
+
+def display_images(model: Any, images: Float[Tensor, "n 3 height width"]) -> np.ndarray:
+    """Undo ``model.preprocess``'s normalisation: ``uint8 [n, H, W, 3]`` for figures."""
+    mean, std = torch.zeros(3), torch.ones(3)
+    for step in getattr(model.preprocess, "transforms", []):
+        if type(step).__name__ == "Normalize":
+            mean, std = torch.tensor(step.mean), torch.tensor(step.std)
+    pixels = images.float().cpu() * std[:, None, None] + mean[:, None, None]
+    if pixels.min() < -0.5 or pixels.max() > 1.5:  # not a [0, 1] image: stretch
+        lo = pixels.amin(dim=(1, 2, 3), keepdim=True)
+        hi = pixels.amax(dim=(1, 2, 3), keepdim=True)
+        pixels = (pixels - lo) / (hi - lo + 1e-12)
+    return (pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def shapes_class_texts() -> list[str]:
+    """The 64 colour-shape class texts of the shapes world ("a red circle", "an orange star").
+
+    Example:
+        >>> texts = shapes_class_texts()
+        >>> len(texts), texts[0], texts[-1]
+        (64, 'a red circle', 'a cyan ring')
+    """
+    from vision_lens.shapes import COLORS, SHAPES, with_article
+
+    return [with_article(f"{color} {shape}") for color in COLORS for shape in SHAPES]
+
+
+def shapes_data(
+    model: Any,
+    clip: Any,
+    n: int = 500,
+    seed: int = SHAPES_SEED,
+    batch_size: int = 64,
+) -> SegData:
+    """Single-object shapes-world scenes with exact masks; class = colour + shape.
+
+    Images go through ``model.preprocess``; masks through the same resize and crop (nearest).
+
+    Args:
+        model: The :class:`vision_lens.HookedViT` (for ``preprocess``).
+        clip: Its :class:`vision_lens.CLIPText` (to embed the 64 class texts).
+        n: Number of scenes.
+        seed: Generator seed (default a held-out seed).
+        batch_size: Images per batch.
+
+    Example:
+        >>> data = shapes_data(model, clip, n=8)  # doctest: +SKIP
+        >>> next(iter(data.batches())).masks.shape  # doctest: +SKIP
+        torch.Size([8, 64, 64])
+    """
+    from vision_lens.datasets.masks import geometric_transform
+    from vision_lens.shapes import generate
+
+    if model.preprocess is None:
+        raise ValueError("The model has no preprocess transform (model.preprocess).")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    texts = shapes_class_texts()
+    index = {t: i for i, t in enumerate(texts)}
+    scenes = generate(n, seed=seed, n_objects=1)
+    geometry = geometric_transform(model.preprocess)
+
+    def batches() -> Iterator[SegBatch]:
+        from PIL import Image
+
+        from vision_lens.shapes import with_article
+
+        for start in range(0, n, batch_size):
+            idx = range(start, min(n, start + batch_size))
+            images = torch.stack([model.preprocess(scenes.to_pil(i)) for i in idx])
+            masks = torch.stack(
+                [
+                    torch.from_numpy(
+                        np.asarray(
+                            geometry(Image.fromarray(scenes.foreground[i].astype(np.uint8) * 255))
+                        )
+                        > 127
+                    )
+                    for i in idx
+                ]
+            )
+            objects = [scenes.attributes[i][0] for i in idx]
+            labels = [index[with_article(f"{o['color']} {o['shape']}")] for o in objects]
+            yield SegBatch(images, masks, torch.tensor(labels))
+
+    return SegData(
+        name="shapes",
+        batches=batches,
+        n_images=n,
+        class_texts=texts,
+        class_embeddings=clip.encode(texts),
+        description=(
+            f"shapes world, {n} single-object scenes (generate(n={n}, seed={seed}, "
+            f"n_objects=1), {scenes.image_size} px), mask = the object's exact pixels "
+            f"(foreground {100 * scenes.foreground.mean():.1f}% of pixels)"
+        ),
+        label_source="ground truth (the object's colour and shape, e.g. 'a red circle')",
+    )
+
+
+def imagenet_seg_data(
+    model: Any,
+    clip: Any,
+    path: str | Path,
+    n: int | None = None,
+    batch_size: int = 32,
+    templates: str = "openai",
+    class_source: str = "predicted",
+    progress: bool = True,
+) -> SegData:
+    """ImageNet-segmentation (``gtsegs_ijcv.mat``) with the 1,000 ImageNet zero-shot classes.
+
+    Args:
+        model: The :class:`vision_lens.HookedViT` (its ``preprocess`` for images and masks).
+        clip: Its :class:`vision_lens.CLIPText`.
+        path: ``gtsegs_ijcv.mat``.
+        n: Use the first ``n`` images (default all 4,276).
+        batch_size: Images per batch.
+        templates: ``"openai"`` (80 prompt templates, as the reference classifier) or
+            ``"simple"`` (7, faster).
+        class_source: ``"predicted"`` (the model's zero-shot class, as the reference code) or
+            ``"label"`` (the class of the image's WordNet id; fails for ids outside the 1,000).
+
+    Example:
+        >>> data = imagenet_seg_data(model, clip, "gtsegs_ijcv.mat")  # doctest: +SKIP
+    """
+    from vision_lens.datasets.imagenet_seg import ImagenetSegmentation, imagenet_class_index
+    from vision_lens.text import imagenet_classnames, imagenet_templates
+
+    if class_source not in ("predicted", "label"):
+        raise ValueError(f"class_source must be 'predicted' or 'label', got {class_source!r}.")
+    if model.preprocess is None:
+        raise ValueError("The model has no preprocess transform (model.preprocess).")
+    dataset = ImagenetSegmentation(path, transform=model.preprocess)
+    total = len(dataset) if n is None else min(int(n), len(dataset))
+    if total < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    if class_source == "label" and not dataset.has_ids:
+        raise ValueError(f"{str(path)!r} has no /value/id; use class_source='predicted'.")
+
+    def batches() -> Iterator[SegBatch]:
+        for start in range(0, total, batch_size):
+            idx = range(start, min(total, start + batch_size))
+            pairs = [dataset[i] for i in idx]
+            labels = None
+            if class_source == "label":
+                labels = []
+                for i in idx:
+                    label = imagenet_class_index(dataset.wnid(i) or "")
+                    if label is None:
+                        raise ValueError(
+                            f"Image {i} ({dataset.name(i)}) is not of one of the 1,000 ImageNet "
+                            "classes; use class_source='predicted' (the reference protocol)."
+                        )
+                    labels.append(label)
+                labels = torch.tensor(labels)
+            yield SegBatch(
+                torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels
+            )
+
+    names = imagenet_classnames()
+    weights = clip.zero_shot_weights(names, imagenet_templates(templates), progress=progress)
+    return SegData(
+        name="imagenet-seg",
+        batches=batches,
+        n_images=total,
+        class_texts=names,
+        class_embeddings=weights,
+        description=(
+            f"ImageNet-segmentation ({Path(path).name}), {total} images; masks resized and "
+            "cropped exactly as their images"
+        ),
+        label_source=(
+            f"the model's zero-shot prediction among the 1,000 ImageNet classes ({templates} "
+            "templates), as the reference code"
+            if class_source == "predicted"
+            else "the ImageNet class of the image's WordNet id"
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def run_eval_seg(
+    out_dir: str | Path = "seg_eval",
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    imagenet_seg: str | Path | None = None,
+    n: int | None = None,
+    seed: int = SHAPES_SEED,
+    methods: Sequence[str] = METHODS,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    templates: str = "openai",
+    class_source: str = "predicted",
+    figure: bool = True,
+    n_examples: int = 4,
+    ablations: bool = False,
+    progress: bool = True,
+    command: str = "vision-lens eval-seg",
+) -> tuple[SegEvalResult, list[Path]]:
+    """Load a model, build the data, evaluate every method and write the results.
+
+    Args:
+        out_dir: Folder for ``segmentation.md``, ``segmentation.json`` and
+            ``segmentation_examples.html``.
+        model_name: open_clip model name (default the shipped shapes model).
+        pretrained: open_clip tag or checkpoint path for ``model_name``.
+        imagenet_seg: Path to ``gtsegs_ijcv.mat`` (default: shapes-world scenes).
+        n: Number of images (default 500 shapes scenes / all of ImageNet-segmentation).
+        seed: Seed of the shapes scenes.
+        methods: Methods to compare (default all).
+        layers: Attention layers of our method (default all).
+        batch_size: Images per forward pass.
+        device: Torch device.
+        templates: ImageNet prompt templates (``"openai"`` or ``"simple"``).
+        class_source: ImageNet class per image, ``"predicted"`` or ``"label"``.
+        figure: Also write the example-heatmap figure.
+        n_examples: Images in the figure.
+        ablations: Also evaluate variants of our method and the threshold sweep.
+        progress: Show progress bars.
+        command: The command line recorded in the results page.
+
+    Returns:
+        ``(result, written paths)``.
+
+    Example:
+        >>> result, paths = run_eval_seg("docs/results")  # shapes model  # doctest: +SKIP
+    """
+    from vision_lens.models import load_clip_or_shapes
+
+    if imagenet_seg is not None and not Path(imagenet_seg).is_file():
+        raise FileNotFoundError(f"ImageNet-segmentation file {str(imagenet_seg)!r} not found.")
+    model, clip = load_clip_or_shapes(model_name, pretrained, device=device)
+    if imagenet_seg is None:
+        n_scenes = 500 if n is None else n
+        data = shapes_data(model, clip, n=n_scenes, seed=seed, batch_size=batch_size)
+    else:
+        data = imagenet_seg_data(
+            model,
+            clip,
+            imagenet_seg,
+            n=n,
+            batch_size=batch_size,
+            templates=templates,
+            class_source=class_source,
+            progress=progress,
+        )
+    result = evaluate_segmentation(
+        model,
+        data,
+        methods=methods,
+        layers=layers,
+        n_examples=n_examples,
+        ablations=ablations,
+        progress=progress,
+    )
+    result.settings.update(command=command)
+    return result, result.write(out_dir, figure=figure)
+
+
+__all__ = [
+    "METHODS",
+    "METHOD_NAMES",
+    "SHAPES_SEED",
+    "SWEEP",
+    "SegBatch",
+    "SegData",
+    "SegEvalResult",
+    "display_images",
+    "evaluate_segmentation",
+    "imagenet_seg_data",
+    "run_eval_seg",
+    "shapes_class_texts",
+    "shapes_data",
+]
