@@ -6,7 +6,7 @@ and execution counts out of git:
     python scripts/make_notebooks.py          # (re)write notebooks/*.ipynb
     python scripts/make_notebooks.py --check  # exit 1 if a notebook differs from its source here
 
-Edit the cells here, never the .ipynb files (tests/test_notebooks.py checks that they match, and
+Edit the cells here, never the .ipynb files (tests/e2e/test_notebooks.py checks that they match, and
 executes every notebook). Cell sources are dedented; a line that should start a cell with blank
 lines cannot (they are stripped), which notebooks never need.
 """
