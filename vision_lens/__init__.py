@@ -13,7 +13,9 @@ Example:
     torch.Size([2, 2, 4, 16])
 """
 
-from vision_lens import analysis, plot, shapes
+import importlib
+
+from vision_lens import analysis
 from vision_lens._version import __version__  # noqa: E402
 from vision_lens.analysis import (
     Components,
@@ -87,3 +89,17 @@ __all__ = [
     "shapes",
     "zero_shot_accuracy",
 ]
+
+# Figures (plotly) and the shapes world load on first use: `import vision_lens` stays light, and
+# `vl.plot` / `vl.shapes` still work as attributes.
+_LAZY_SUBMODULES = ("plot", "shapes")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"vision_lens.{name}")
+    raise AttributeError(f"module 'vision_lens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
