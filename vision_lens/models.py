@@ -22,13 +22,16 @@ from vision_lens.loading.open_clip import (
     create_open_clip,
     default_preprocess,
 )
-from vision_lens.text import (
-    CLIPText,
-    _drop_hf_image_tower,
-    _hf_text_kind,
-    _hf_tokenizer,
-    _load_hf_model,
-    _open_clip_tokenizer,
+from vision_lens.text import CLIPText
+from vision_lens.text.backends import Tokenizer
+from vision_lens.text.sources import (
+    HF_TWO_TOWER_CLASSES,
+    drop_hf_image_tower,
+    hf_text_kind,
+    hf_tokenizer,
+    hub_kwargs,
+    load_hf_model,
+    open_clip_tokenizer,
 )
 
 
@@ -70,7 +73,7 @@ def load_clip(
     """
     source = create_open_clip(model_name, pretrained, cache_dir)
     if tokenizer is None:
-        tokenizer = _open_clip_tokenizer(model_name, cache_dir=cache_dir)
+        tokenizer = open_clip_tokenizer(model_name, cache_dir=cache_dir)
     provenance = model_name if pretrained is None else f"{model_name} ({_display(pretrained)})"
     model = HookedViT.from_open_clip_model(
         source,
@@ -89,7 +92,7 @@ def load_clip(
 
 def load_clip_hf(
     name_or_path_or_model: str | os.PathLike | nn.Module,
-    tokenizer: Callable[..., Any] | None = None,
+    tokenizer: Tokenizer | None = None,
     *,
     padding: bool | str | None = None,
     device: str | torch.device | None = None,
@@ -133,7 +136,7 @@ def load_clip_hf(
         >>> probs = clip.probabilities(model(images), weights)  # sigmoid  # doctest: +SKIP
     """
     from vision_lens.loading.base import LoadedTower
-    from vision_lens.loading.hf import _hf_preprocess, hf_to_hooked
+    from vision_lens.loading.hf import hf_preprocess, hf_to_hooked
     from vision_lens.loading.open_clip import UnsupportedModelError
 
     if isinstance(name_or_path_or_model, nn.Module):
@@ -143,8 +146,8 @@ def load_clip_hf(
                 "path, not a built model."
             )
         source = name_or_path_or_model.eval()
-        kind = _hf_text_kind(source)
-        if kind not in ("CLIPModel", "SiglipModel"):
+        kind = hf_text_kind(source)
+        if kind not in HF_TWO_TOWER_CLASSES:
             raise UnsupportedModelError(
                 f"load_clip_hf needs both towers, a CLIPModel or SiglipModel; got {kind}. Use "
                 "CLIPText.from_hf for a text-only model and HookedViT.from_hf for an image model."
@@ -152,25 +155,20 @@ def load_clip_hf(
         path, preprocess = None, None
     else:
         path = os.fspath(name_or_path_or_model)
-        source = _load_hf_model(path, text_only=False, **from_pretrained_kwargs)
-        preprocess = _hf_preprocess(path, **_hub_kwargs(from_pretrained_kwargs))
+        source = load_hf_model(path, text_only=False, **from_pretrained_kwargs)
+        preprocess = hf_preprocess(path, **hub_kwargs(from_pretrained_kwargs))
         if tokenizer is None:
-            tokenizer = _hf_tokenizer(path, **from_pretrained_kwargs)
+            tokenizer = hf_tokenizer(path, **from_pretrained_kwargs)
     cfg, state_dict, _ = hf_to_hooked(source, model_name=path)
     model = HookedViT.from_loaded(
         LoadedTower(cfg, state_dict, preprocess), device=device, dtype=dtype
     )
     if path is not None:
-        _drop_hf_image_tower(source)  # its weights now live in `model`
+        drop_hf_image_tower(source)  # its weights now live in `model`
     if device is not None or dtype is not None:
         source.to(device=device, dtype=dtype)
     clip = CLIPText.from_hf(source, tokenizer, padding=padding)
     return model, clip.eval()
-
-
-def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
-    return {k: kwargs[k] for k in keys if k in kwargs}
 
 
 def load_shapes_clip(device: str | torch.device | None = None) -> tuple[HookedViT, CLIPText]:

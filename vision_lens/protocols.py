@@ -15,7 +15,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 Template = str | Callable[[str], str]
-"""A prompt template: ``"a photo of a {}."`` or a function of the class name."""
+"""A zero-shot prompt template: a format string with a ``"{}"`` placeholder for the class name
+(``"a photo of a {}."``) or a callable ``classname -> prompt`` (as in open_clip's templates)."""
 
 
 @runtime_checkable

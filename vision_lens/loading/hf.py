@@ -24,7 +24,7 @@ the native square size for DINOv2).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -599,8 +599,24 @@ def _model_class(config: Any, kind_hint: str) -> type:
     return getattr(transformers, names[0])
 
 
-def _hf_preprocess(path: str | os.PathLike, **kwargs: Any) -> Callable | None:
-    """PIL image -> ``[3, H, W]`` tensor via the checkpoint's image processor, if it has one."""
+HUB_KEYS = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+"""``from_pretrained`` keyword arguments that say where files come from (not how to build)."""
+
+
+def hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``from_pretrained`` keyword arguments that name where files come from
+    (:data:`HUB_KEYS`), for ``AutoConfig``, ``AutoTokenizer`` and image processors.
+
+    Example:
+        >>> hub_kwargs({"revision": "main", "torch_dtype": "float16"})
+        {'revision': 'main'}
+    """
+    return {k: kwargs[k] for k in HUB_KEYS if k in kwargs}
+
+
+def hf_preprocess(path: str | os.PathLike, **kwargs: Any) -> Callable | None:
+    """PIL image -> ``[3, H, W]`` tensor via the checkpoint's image processor, if it has one
+    (``None`` when the checkpoint ships no image processor)."""
     from transformers import AutoImageProcessor
 
     try:
@@ -656,9 +672,8 @@ def load_hf(name_or_path_or_model: str | os.PathLike | nn.Module, **kwargs: Any)
     path = os.fspath(name_or_path_or_model)
     if kwargs.pop("trust_remote_code", False):
         raise ValueError("load_hf does not run remote code (trust_remote_code=True refused).")
-    hub_keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
-    hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
-    config = AutoConfig.from_pretrained(path, **hub_kwargs)
+    hub = hub_kwargs(kwargs)
+    config = AutoConfig.from_pretrained(path, **hub)
     cls = _model_class(config, repr(path))
     if os.path.isdir(path):
         if any(name.endswith(".safetensors") for name in os.listdir(path)):
@@ -668,4 +683,4 @@ def load_hf(name_or_path_or_model: str | os.PathLike | nn.Module, **kwargs: Any)
         kwargs.setdefault("use_safetensors", True)
     model = cls.from_pretrained(path, **kwargs).eval()
     cfg, state_dict, _ = hf_to_hooked(model, model_name=path)
-    return LoadedTower(cfg, state_dict, _hf_preprocess(path, **hub_kwargs))
+    return LoadedTower(cfg, state_dict, hf_preprocess(path, **hub))
