@@ -11,7 +11,26 @@ from transformer_lens.hook_points import HookPoint
 from vision_lens.components.hooks import is_hooked
 
 
-class LayerNorm(nn.Module):
+class _Norm(nn.Module):
+    """What LayerNorm and RMSNorm share: the gain ``w``, ``eps`` and the two hook points."""
+
+    #: Whether the norm subtracts the mean (the decomposition's "center" mode relies on it).
+    centers: bool
+
+    def __init__(self, d_model: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model, dtype=dtype))
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The additive ``b`` (``None`` for RMSNorm)."""
+        raise NotImplementedError
+
+
+class LayerNorm(_Norm):
     """LayerNorm over the last dimension with learned ``w`` (gamma) and ``b`` (beta).
 
     Hook points:
@@ -27,20 +46,14 @@ class LayerNorm(nn.Module):
         torch.Size([2, 3, 8])
     """
 
-    #: Whether the norm subtracts the mean (the decomposition's "center" mode relies on it).
     centers = True
 
     def __init__(self, d_model: int, eps: float = 1e-5, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        self.eps = eps
-        self.w = nn.Parameter(torch.ones(d_model, dtype=dtype))
+        super().__init__(d_model, eps, dtype)
         self.b = nn.Parameter(torch.zeros(d_model, dtype=dtype))
-        self.hook_scale = HookPoint()  # [batch, pos, 1]
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     @property
     def bias(self) -> Tensor | None:
-        """The additive ``b`` (``None`` for RMSNorm)."""
         return self.b
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
@@ -52,7 +65,7 @@ class LayerNorm(nn.Module):
         return normalized * self.w + self.b
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_Norm):
     """RMSNorm over the last dimension with a learned ``w``: ``x / sqrt(mean(x^2) + eps) * w``.
 
     No centring and no bias, so in the decomposition the "center" mode leaves terms as they are.
@@ -69,11 +82,7 @@ class RMSNorm(nn.Module):
     centers = False
 
     def __init__(self, d_model: int, eps: float = 1e-6, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        self.eps = eps
-        self.w = nn.Parameter(torch.ones(d_model, dtype=dtype))
-        self.hook_scale = HookPoint()  # [batch, pos, 1]
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+        super().__init__(d_model, eps, dtype)
 
     @property
     def bias(self) -> Tensor | None:
