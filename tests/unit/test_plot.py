@@ -7,6 +7,10 @@ import base64
 import importlib.util
 import io
 import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -247,6 +251,12 @@ def test_attention_pattern_errors(model, run):
         plot.attention_pattern(cache, 0, 0, query="cls")
     with pytest.raises(TypeError, match="layer must be an int"):
         plot.attention_pattern(cache, 1.0, 0)
+    with pytest.raises(TypeError, match="head must be an int"):
+        plot.attention_pattern(cache, 0, 1.5)  # not silently head 1
+    by_tensor = plot.attention_pattern(cache, 0, torch.tensor([0.1, 0.9, 0.2, 0.0]).argmax())
+    np.testing.assert_array_equal(
+        by_tensor.data[0].z, plot.attention_pattern(cache, 0, 1).data[0].z
+    )
 
 
 # ---------------------------------------------------------------------- textspan_table
@@ -362,7 +372,10 @@ def test_show_static_displays_png(monkeypatch):
     png = io.BytesIO()
     Image.new("RGB", (3, 2), "red").save(png, format="PNG")
     calls, displayed = [], []
-    monkeypatch.setattr(plot, "to_png", lambda fig, **kw: calls.append(kw) or png.getvalue())
+    # show() calls the to_png of its own module
+    monkeypatch.setattr(
+        plot.display, "to_png", lambda fig, **kw: calls.append(kw) or png.getvalue()
+    )
     monkeypatch.setattr(IPython.display, "display", displayed.append)
     fig = plot.head_grid(np.ones((1, 2)))
     image = plot.show(fig, static=True, scale=2)
@@ -382,7 +395,7 @@ def test_find_browser_and_missing_browser(monkeypatch, tmp_path):
     monkeypatch.delenv("BROWSER_PATH")
     if os.path.isfile("/usr/bin/chromium"):
         assert os.path.realpath(plot.find_browser()).startswith(("/usr/bin/chromium", "/usr/lib"))
-    monkeypatch.setattr(plot, "find_browser", lambda: None)
+    monkeypatch.setattr(plot.export, "find_browser", lambda: None)  # what to_png looks up
     fig = plot.head_grid(np.ones((1, 2)))
     if not HAVE_KALEIDO:
         with pytest.raises(ImportError, match="kaleido>=1"):
@@ -392,6 +405,64 @@ def test_find_browser_and_missing_browser(monkeypatch, tmp_path):
         plot.to_png(fig)
     with pytest.raises(RuntimeError, match="No browser at"):
         plot.to_png(fig, browser_path=tmp_path / "absent")
+
+
+def test_find_browser_falls_back_to_a_chrome_kaleido_downloaded(monkeypatch, tmp_path):
+    chromium = pytest.importorskip("choreographer.browsers.chromium")
+    if not hasattr(chromium, "get_chrome_download_path"):
+        pytest.skip("this choreographer keeps its download elsewhere")
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(plot.browser, "BROWSER_PATHS", ())
+    download = tmp_path / "chrome-linux64" / "chrome"
+    monkeypatch.setattr(chromium, "get_chrome_download_path", lambda **kw: download)
+    monkeypatch.setattr(chromium, "get_old_chrome_download_path", lambda: None)
+    assert plot.find_browser() is None  # nothing downloaded (and nothing else found)
+    download.parent.mkdir()
+    download.write_text("#!/bin/sh\n")
+    download.chmod(0o755)
+    assert plot.find_browser() == str(download)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc
+        return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_a_stuck_browser_is_stopped_with_its_helper_processes():
+    """What to_png does to a browser that did not finish in time: the browser (started, as
+    choreographer does, in a new session) and the helper processes it started all stop."""
+    from vision_lens.plot.export import _stop_browser
+
+    browser = subprocess.Popen(
+        ["sh", "-c", "sleep 300 & echo $!; wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    helper = int(browser.stdout.readline())
+    try:
+        _stop_browser(browser)
+        assert browser.poll() is not None
+        deadline = time.monotonic() + 10
+        while _alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(helper)
+    finally:  # on failure, do not leave the test's own processes behind
+        if browser.poll() is None:
+            browser.kill()
+            browser.wait()
+        if _alive(helper):
+            os.kill(helper, signal.SIGKILL)
+        browser.stdout.close()
 
 
 @needs_browser
