@@ -105,7 +105,7 @@ def head_role(texts: list[str], min_count: float) -> tuple[str, dict[str, float]
     return best, counts
 
 
-def preprocess(model: Any, dataset: shapes.ShapesDataset) -> torch.Tensor:
+def preprocess(model: vl.HookedViT, dataset: shapes.ShapesDataset) -> torch.Tensor:
     return torch.stack([model.preprocess(dataset.to_pil(i)) for i in range(len(dataset))])
 
 

@@ -37,7 +37,8 @@ Two exact treatments of ``mu`` and ``beta``:
 An attention-pooling head's MLP (SigLIP) is nonlinear in ``z``: it is the one named component
 ``readout_mlp`` of :meth:`ActivationCache.decompose_layers`, in both modes.
 
-``normalize=True`` divides every term by ``||y||`` so that they sum to the unit embedding.
+``unit_output=True`` (``normalize=`` before 0.2) divides every term by ``||y||`` so that they sum
+to the unit-norm output.
 
 Only the readout's query rows of each attention pattern are used, and the per-head output
 matrix is folded with the readout's ``M_g`` once per layer
@@ -47,21 +48,55 @@ given, so the ``[batch, layer, head, pos, d_embed]`` tensor is only built when a
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, ParamSpec, TypeVar
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import ActivationCache as _TLActivationCache
 
 from vision_lens.readout import LinearReadout
+from vision_lens.utils.checks import layer_indices
 
 LnMode = Literal["center", "split"]
 LN_MODES = ("center", "split")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class LayerTerms(NamedTuple):
+    """What :meth:`ActivationCache.decompose_layers` returns (``terms, labels = ...`` unpacks it).
+
+    Attributes:
+        terms: ``[component, batch, d_embed]`` (``[component, d_embed]`` without a batch axis).
+        labels: One :class:`ComponentId` per component.
+    """
+
+    terms: Float[Tensor, "component batch d_embed"]
+    labels: list[ComponentId]
+
+
+def normalize_alias(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorator: accept ``normalize=``, the name of ``unit_output=`` before 0.2, with a
+    ``DeprecationWarning`` (removed in 0.3). "Normalise" means scaling one vector to unit norm
+    (``CLIPText.encode(normalize=True)``); ``unit_output`` divides terms by their sum's norm."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if "normalize" in kwargs:
+            msg = f"{function.__name__}: normalize= is now unit_output= (removed in 0.3)."
+            warnings.warn(msg, DeprecationWarning, stacklevel=2)
+            if "unit_output" in kwargs:
+                raise TypeError("Pass unit_output= alone: normalize= is its deprecated name.")
+            kwargs["unit_output"] = kwargs.pop("normalize")
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -121,38 +156,6 @@ class ActivationCache(_TLActivationCache):
         sliced = super().apply_slice_to_batch_dim(batch_slice)
         return type(self)(sliced.cache_dict, sliced.model, has_batch_dim=sliced.has_batch_dim)
 
-    @property
-    def _cfg(self):
-        return self.model.cfg
-
-    def _layer_indices(self, layers: int | Sequence[int] | None) -> list[int]:
-        n_layers = self._cfg.n_layers
-        if layers is None:
-            return list(range(n_layers))
-        if isinstance(layers, str | bytes):
-            # list("10") would silently read as layers 1 and 0.
-            raise TypeError(f"layers must be an int or a sequence of ints, got {layers!r}.")
-        if isinstance(layers, Tensor):
-            layers = layers.tolist()
-        layers = [layers] if isinstance(layers, int) else list(layers)
-        out = []
-        if not layers:
-            raise ValueError("layers is empty: select at least one layer (or None for all).")
-        for layer in layers:
-            if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
-                # int(True) == 1 and int(0.9) == 0: refuse rather than guess.
-                raise TypeError(f"Layer indices must be ints, got {layer!r} in {layers!r}.")
-            index = int(layer)
-            if not -n_layers <= index < n_layers:
-                raise IndexError(
-                    f"Layer {layer} does not exist: the model has {n_layers} layers "
-                    f"(valid indices {-n_layers}..{n_layers - 1})."
-                )
-            out.append(index % n_layers)
-        if len(set(out)) != len(out):
-            raise ValueError(f"layers {layers!r} names a layer twice; each layer counts once.")
-        return out
-
     @staticmethod
     def _check_mode(ln_mode: str) -> None:
         if ln_mode not in LN_MODES:
@@ -168,7 +171,7 @@ class ActivationCache(_TLActivationCache):
         rows = self.model.readout.query_positions
         n_query = rows.stop - rows.start
         length = tensor.shape[pos_dim]
-        if length == self._cfg.n_pos:
+        if length == self.model.cfg.n_pos:
             index = [slice(None)] * tensor.dim()
             index[pos_dim] = rows
             return tensor[tuple(index)]
@@ -176,7 +179,7 @@ class ActivationCache(_TLActivationCache):
             return tensor
         raise ValueError(
             f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but the "
-            f"decomposition needs all {self._cfg.n_pos} positions or exactly the {n_query} "
+            f"decomposition needs all {self.model.cfg.n_pos} positions or exactly the {n_query} "
             f"positions the readout reads ({rows.start}..{rows.stop - 1}). Was it cached with "
             "pos_slice? Use model.run_with_decomposition_cache(images) instead."
         )
@@ -185,22 +188,22 @@ class ActivationCache(_TLActivationCache):
         """``blocks.{layer}.attn.hook_v`` ``[batch, pos, head, d_head]``, every source token."""
         name = f"blocks.{layer}.attn.hook_v"
         values = self._get(name)
-        if values.shape[1] != self._cfg.n_pos:
+        if values.shape[1] != self.model.cfg.n_pos:
             raise ValueError(
                 f"Cache entry {name!r} has {values.shape[1]} positions; the decomposition needs "
-                f"the values of all {self._cfg.n_pos} tokens (cache without pos_slice, or use "
+                f"the values of all {self.model.cfg.n_pos} tokens (cache without pos_slice, or use "
                 "model.run_with_decomposition_cache)."
             )
         return values
 
     def _frozen(self) -> _Frozen:
         model = self.model
-        last = self._cfg.n_layers - 1
+        last = self.model.cfg.n_layers - 1
         z = self._rows(f"blocks.{last}.hook_resid_post")
         scale = self._get("ln_final.hook_scale")
         if not model.readout.after_pool:
             scale = self._rows("ln_final.hook_scale")
-        is_map = self._cfg.readout == "map"
+        is_map = self.model.cfg.readout == "map"
         lin = model.readout.linear(
             z,
             scale,
@@ -228,15 +231,15 @@ class ActivationCache(_TLActivationCache):
         lin = frozen.lin
         return lin.map_term(c, centre=False) - share * lin.m_term + share * lin.const
 
-    def _finish(self, terms: Tensor, frozen: _Frozen, normalize: bool, batch_dim: int) -> Tensor:
-        if normalize:
+    def _finish(self, terms: Tensor, frozen: _Frozen, unit_output: bool, batch_dim: int) -> Tensor:
+        if unit_output:
             shape = [1] * terms.dim()
             shape[batch_dim] = -1
             terms = terms / frozen.norm.view(shape)
         return terms
 
     def _split_share(self) -> float:
-        return 1.0 / (2 * self._cfg.n_layers + 1)
+        return 1.0 / (2 * self.model.cfg.n_layers + 1)
 
     def _head_weights(
         self,
@@ -286,7 +289,7 @@ class ActivationCache(_TLActivationCache):
             raise TypeError(f"directions must be a tensor [k, d_embed], got {type(directions)}.")
         if directions.dim() == 1:
             directions = directions[None]
-        d_embed = self._cfg.d_embed
+        d_embed = self.model.cfg.d_embed
         if directions.dim() != 2 or directions.shape[1] != d_embed:
             raise ValueError(
                 f"directions must have shape [k, {d_embed}] (the image embedding width), got "
@@ -297,12 +300,13 @@ class ActivationCache(_TLActivationCache):
         return directions.to(device=like.device, dtype=like.dtype)
 
     # ------------------------------------------------------------------ public API
+    @normalize_alias
     def decompose_layers(
-        self, ln_mode: LnMode = "center", normalize: bool = False, return_labels: bool = True
-    ) -> (
-        tuple[Float[Tensor, "component batch d_embed"], list[ComponentId]]
-        | Float[Tensor, "component batch d_embed"]
-    ):
+        self,
+        ln_mode: LnMode = "center",
+        unit_output: bool = False,
+        return_labels: bool | None = None,
+    ) -> LayerTerms | Float[Tensor, "component batch d_embed"]:
         """Split the output into the direct effects of the embedding, every attention layer,
         every MLP, an attention-pooling head's MLP (if any) and the biases after the last block.
 
@@ -310,13 +314,16 @@ class ActivationCache(_TLActivationCache):
 
         Args:
             ln_mode: ``"center"`` or ``"split"`` (see the module docstring).
-            normalize: Divide by the output's norm, so the terms sum to the unit output.
-            return_labels: Also return the component ids.
+            unit_output: Divide by the output's norm, so the terms sum to the unit output.
+            return_labels: Deprecated (removed in 0.3): ``False`` returns the terms alone; use
+                ``decompose_layers().terms`` instead.
+            normalize: Deprecated name of ``unit_output`` (removed in 0.3).
 
         Returns:
-            ``[component, batch, d_embed]`` with components ``embed, L0_attn, L0_mlp, ...,
-            [readout_mlp,] bias`` (``bias`` is zero in split mode), and their
-            :class:`ComponentId` labels (strings with ``kind``, ``layer``, ``head`` attributes).
+            A :class:`LayerTerms` ``(terms, labels)``: ``[component, batch, d_embed]`` with
+            components ``embed, L0_attn, L0_mlp, ..., [readout_mlp,] bias`` (``bias`` is zero in
+            split mode), and their :class:`ComponentId` labels (strings with ``kind``,
+            ``layer``, ``head`` attributes).
 
         Example:
             >>> terms, labels = cache.decompose_layers(ln_mode="split")  # doctest: +SKIP
@@ -324,12 +331,15 @@ class ActivationCache(_TLActivationCache):
             >>> labels[1].kind, labels[1].layer  # doctest: +SKIP
             ('attn', 0)
         """
+        if return_labels is not None:
+            msg = "return_labels= is deprecated (removed in 0.3): use decompose_layers().terms."
+            warnings.warn(msg, DeprecationWarning, stacklevel=2)
         self._check_mode(ln_mode)
         frozen = self._frozen()
         share = self._split_share()
         terms = [self._map_term(self._rows("blocks.0.hook_resid_pre"), frozen, ln_mode, share)]
         labels = [ComponentId("embed")]
-        for layer in range(self._cfg.n_layers):
+        for layer in range(self.model.cfg.n_layers):
             for kind, hook in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
                 c = self._rows(f"blocks.{layer}.{hook}")
                 terms.append(self._map_term(c, frozen, ln_mode, share))
@@ -340,14 +350,15 @@ class ActivationCache(_TLActivationCache):
         bias = frozen.lin.const.expand_as(terms[0])
         terms.append(bias if ln_mode == "center" else torch.zeros_like(bias))
         labels.append(ComponentId("bias"))
-        out = self._out(self._finish(torch.stack(terms), frozen, normalize, batch_dim=1), 1)
-        return (out, labels) if return_labels else out
+        out = self._out(self._finish(torch.stack(terms), frozen, unit_output, batch_dim=1), 1)
+        return out if return_labels is False else LayerTerms(out, labels)
 
+    @normalize_alias
     def decompose_heads(
         self,
         layers: int | Sequence[int] | None = None,
         ln_mode: LnMode = "center",
-        normalize: bool = False,
+        unit_output: bool = False,
     ) -> Float[Tensor, "batch layer head d_embed"]:
         """Direct effect of every attention head (summed over source tokens).
 
@@ -357,7 +368,7 @@ class ActivationCache(_TLActivationCache):
         Args:
             layers: Layer indices (negative allowed) in the order wanted; default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the output's norm.
+            unit_output: Divide by the output's norm (``normalize``: its deprecated name).
 
         Returns:
             ``[batch, layer, head, d_embed]`` (``layer`` indexes ``layers``).
@@ -369,7 +380,7 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         per_layer = []
-        for layer in self._layer_indices(layers):
+        for layer in layer_indices(layers, self.model.cfg.n_layers):
             rows, values = self._effective_rows(layer, frozen)
             z = torch.einsum("bghk,bkhe->bghe", rows, values)  # [batch, channel, head, d_head]
             # Each head's output in the residual stream, then through the readout: for
@@ -379,18 +390,19 @@ class ActivationCache(_TLActivationCache):
             if ln_mode == "center" and frozen.lin.centers:
                 c = c - c.mean(-1, keepdim=True)
             heads = frozen.lin.to_output(torch.einsum("bghd,gdk->bhgk", c, frozen.lin.M))
-            constant = self._head_constant(layer, frozen, ln_mode, per=self._cfg.n_heads)
+            constant = self._head_constant(layer, frozen, ln_mode, per=self.model.cfg.n_heads)
             if constant is not None:
                 heads = heads + constant[:, None]
             per_layer.append(heads)
         out = torch.stack(per_layer, dim=1)
-        return self._out(self._finish(out, frozen, normalize, batch_dim=0))
+        return self._out(self._finish(out, frozen, unit_output, batch_dim=0))
 
+    @normalize_alias
     def attention_bias_terms(
         self,
         layers: int | Sequence[int] | None = None,
         ln_mode: LnMode = "center",
-        normalize: bool = False,
+        unit_output: bool = False,
     ) -> Float[Tensor, "batch layer d_embed"]:
         """Each attention layer's bias share: the part of ``L{l}_attn`` owned by no head.
 
@@ -404,12 +416,12 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         per_layer = []
-        for layer in self._layer_indices(layers):
+        for layer in layer_indices(layers, self.model.cfg.n_layers):
             b_O = self.model.blocks[layer].attn.b_O.detach().to(frozen.z).expand_as(frozen.z)
             term = self._map_term(b_O, frozen, "center", 0.0)
             per_layer.append(term if ln_mode == "center" else torch.zeros_like(term))
         out = torch.stack(per_layer, dim=1)
-        return self._out(self._finish(out, frozen, normalize, batch_dim=0))
+        return self._out(self._finish(out, frozen, unit_output, batch_dim=0))
 
     def token_names(self) -> list[str]:
         """A name per position of :meth:`decompose_tokens`: ``cls``, ``dist``, ``reg{i}``,
@@ -421,11 +433,12 @@ class ActivationCache(_TLActivationCache):
         """
         return self.model.readout.position_names()
 
+    @normalize_alias
     def decompose_tokens(
         self,
         layers: int | Sequence[int] | None = None,
         ln_mode: LnMode = "center",
-        normalize: bool = False,
+        unit_output: bool = False,
     ) -> Float[Tensor, "batch pos d_embed"]:
         """Direct effect of every source token through the attention layers, summed over the
         selected layers and all heads. Positions follow the token sequence (prefix tokens, then
@@ -437,7 +450,7 @@ class ActivationCache(_TLActivationCache):
         Args:
             layers: Layer indices (negative allowed); default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the output's norm.
+            unit_output: Divide by the output's norm (``normalize``: its deprecated name).
 
         Returns:
             ``[batch, pos, d_embed]``.
@@ -449,7 +462,7 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         total = None
-        for layer in self._layer_indices(layers):
+        for layer in layer_indices(layers, self.model.cfg.n_layers):
             rows, values = self._effective_rows(layer, frozen)
             W, right = self._head_weights(layer, ln_mode, frozen)  # [channel, head, d_head, k]
             # [batch, pos, channel, head, d_head], contracted with W over (channel, head, d_head)
@@ -463,14 +476,15 @@ class ActivationCache(_TLActivationCache):
             if constant is not None:
                 term = term + constant[:, None]
             total = term if total is None else total + term
-        return self._out(self._finish(total, frozen, normalize, batch_dim=0))
+        return self._out(self._finish(total, frozen, unit_output, batch_dim=0))
 
+    @normalize_alias
     def decompose_heads_tokens(
         self,
         directions: Float[Tensor, "k d_embed"] | None = None,
         layers: int | Sequence[int] | None = None,
         ln_mode: LnMode = "center",
-        normalize: bool = False,
+        unit_output: bool = False,
     ) -> Float[Tensor, "batch layer head pos out"]:
         """Joint head x token decomposition, optionally projected onto directions.
 
@@ -484,7 +498,7 @@ class ActivationCache(_TLActivationCache):
                 ``[batch, layer, head, pos, d_embed]`` tensor (large: use ``layers``).
             layers: Layer indices (negative allowed); default all.
             ln_mode: ``"center"`` or ``"split"``.
-            normalize: Divide by the output's norm.
+            unit_output: Divide by the output's norm (``normalize``: its deprecated name).
 
         Returns:
             ``[batch, layer, head, pos, k]`` or ``[batch, layer, head, pos, d_embed]``.
@@ -496,8 +510,8 @@ class ActivationCache(_TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         directions = self._check_directions(directions, frozen.z)
-        layer_ids = self._layer_indices(layers)
-        cfg = self._cfg
+        layer_ids = layer_indices(layers, self.model.cfg.n_layers)
+        cfg = self.model.cfg
         batch = frozen.z.shape[0]
         width = cfg.d_embed if directions is None else directions.shape[0]
         out = frozen.z.new_zeros(batch, len(layer_ids), cfg.n_heads, cfg.n_pos, width)
@@ -523,7 +537,7 @@ class ActivationCache(_TLActivationCache):
                 if directions is not None:
                     constant = constant @ directions.T
                 out[:, slot] += constant[:, None, None]
-        return self._out(self._finish(out, frozen, normalize, batch_dim=0))
+        return self._out(self._finish(out, frozen, unit_output, batch_dim=0))
 
 
 class ComponentId(str):

@@ -16,6 +16,7 @@ from vision_lens.components import Embed, TransformerBlock
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 from vision_lens.readout import Readout
+from vision_lens.utils.checks import check_images
 
 if TYPE_CHECKING:
     from vision_lens.loading.base import LoadedTower
@@ -325,33 +326,10 @@ class HookedViT(HookedRootModule):
         pooled = self.hook_pooled(self.readout.pool(resid, self.ln_final))
         return self.hook_image_embed(self.readout.project(pooled, self.W_proj, self.b_proj))
 
-    def _check_images(self, images: Any) -> Tensor:
-        if not isinstance(images, Tensor):
-            raise TypeError(
-                f"HookedViT expects a float tensor [batch, 3, H, W], got {type(images).__name__}. "
-                "Turn PIL images into tensors with model.preprocess and torch.stack."
-            )
-        if images.ndim == 3:
-            raise ValueError(
-                f"Got a single image of shape {tuple(images.shape)}; add a batch dimension "
-                "(images.unsqueeze(0))."
-            )
-        expected = tuple(self.cfg.image_size)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"Expected images of shape [batch, 3, {expected[0]}, {expected[1]}], got "
-                f"{tuple(images.shape)}."
-            )
-        if tuple(images.shape[-2:]) != expected:
-            raise ValueError(
-                f"Images are {tuple(images.shape[-2:])} pixels but this model takes {expected}. "
-                "Resize/crop them with model.preprocess (or open_clip's transform for this model)."
-            )
-        if not images.is_floating_point():
-            raise TypeError(
-                f"Images must be a float tensor (normalised as in model.preprocess), got "
-                f"{images.dtype}."
-            )
+    def _check_images(self, images: object) -> Tensor:
+        """``images`` checked (:func:`vision_lens.utils.checks.check_images`) and moved to the
+        model's device and dtype."""
+        images = check_images(images, self.cfg.image_size)
         return images.to(device=self.W_proj.device, dtype=self.W_proj.dtype)
 
     def run_with_cache(

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from support.oc_helpers import build_visual, free_memory, images, max_err, perturb_
 
 import vision_lens as vl
+from vision_lens.cache import LayerTerms
 
 MODES = ("center", "split")
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -248,24 +249,24 @@ def test_heads_tokens_full_and_projected(run, mode):
 
 
 @torch.no_grad()
-def test_normalize_gives_unit_embedding(run, mode):
+def test_unit_output_gives_unit_embedding(run, mode):
     cache = run.decomp
     unit = run.ref / run.ref.norm(dim=-1, keepdim=True)
-    terms, _ = cache.decompose_layers(ln_mode=mode, normalize=True)
+    terms, _ = cache.decompose_layers(ln_mode=mode, unit_output=True)
     err = rel_err(terms.sum(0), unit)
     assert err <= run.tol, err
     norm = run.ref.norm(dim=-1)
     assert (norm - 1).abs().min() > 0.1  # normalising really changes something
     heads = cache.decompose_heads(ln_mode=mode)
-    heads_n = cache.decompose_heads(ln_mode=mode, normalize=True)
+    heads_n = cache.decompose_heads(ln_mode=mode, unit_output=True)
     assert rel_err(heads_n * norm[:, None, None, None], heads) <= run.tol
-    tokens = cache.decompose_tokens(ln_mode=mode, normalize=True)
+    tokens = cache.decompose_tokens(ln_mode=mode, unit_output=True)
     assert rel_err(tokens * norm[:, None, None], cache.decompose_tokens(ln_mode=mode)) <= run.tol
-    bias = cache.attention_bias_terms(ln_mode=mode, normalize=True)
+    bias = cache.attention_bias_terms(ln_mode=mode, unit_output=True)
     bias_raw = cache.attention_bias_terms(ln_mode=mode)
     assert rel_err(bias * norm[:, None, None], bias_raw) <= run.tol
     texts = F.normalize(torch.ones(2, run.model.cfg.d_embed, dtype=run.dtype), dim=-1)
-    ht = cache.decompose_heads_tokens(directions=texts, layers=-1, ln_mode=mode, normalize=True)
+    ht = cache.decompose_heads_tokens(directions=texts, layers=-1, ln_mode=mode, unit_output=True)
     ht_raw = cache.decompose_heads_tokens(directions=texts, layers=-1, ln_mode=mode)
     assert rel_err(ht * norm[:, None, None, None, None], ht_raw) <= run.tol
 
@@ -305,11 +306,13 @@ def test_shapes_and_labels(run):
     cfg = run.model.cfg
     b, n_layers, h, p, d = run.x.shape[0], cfg.n_layers, cfg.n_heads, cfg.n_pos, cfg.d_embed
     cache = run.decomp
-    terms, labels = cache.decompose_layers()
+    layer_terms = cache.decompose_layers()
+    assert isinstance(layer_terms, LayerTerms)
+    terms, labels = layer_terms
+    assert terms is layer_terms.terms and labels is layer_terms.labels
     expected = ["embed"] + [f"L{i}_{k}" for i in range(n_layers) for k in ("attn", "mlp")]
     assert labels == expected + ["bias"]
     assert terms.shape == (2 * n_layers + 2, b, d)
-    assert cache.decompose_layers(return_labels=False).shape == terms.shape
     assert cache.decompose_heads().shape == (b, n_layers, h, d)
     assert cache.decompose_heads(layers=[-2, 0, 3]).shape == (b, 3, h, d)
     assert cache.decompose_heads(layers=-1).shape == (b, 1, h, d)
@@ -337,10 +340,10 @@ def test_layers_sum_to_clip_encode_image():
     for mode in MODES:
         terms, _ = cache.decompose_layers(ln_mode=mode)
         assert rel_err(terms.sum(0), ref) <= 1e-5
-        terms, _ = cache.decompose_layers(ln_mode=mode, normalize=True)
+        terms, _ = cache.decompose_layers(ln_mode=mode, unit_output=True)
         assert rel_err(terms.sum(0), unit) <= 1e-5
-        heads = cache.decompose_heads(ln_mode=mode, normalize=True)
-        bias = cache.attention_bias_terms(ln_mode=mode, normalize=True)
+        heads = cache.decompose_heads(ln_mode=mode, unit_output=True)
+        bias = cache.attention_bias_terms(ln_mode=mode, unit_output=True)
         attn = torch.stack([terms[1 + 2 * layer] for layer in range(model.cfg.n_layers)], 1)
         assert rel_err(heads.sum(2) + bias, attn) <= 1e-5
 
@@ -702,6 +705,37 @@ def test_cache_of_other_hooks_raises_key_error(tiny):
     _, cache = model.run_with_cache(x, names_filter=lambda name: name.endswith("hook_pattern"))
     with pytest.raises(KeyError, match=re.escape("run_with_decomposition_cache")):
         cache.decompose_heads()
+
+
+@torch.no_grad()
+def test_deprecated_keywords_still_work(tiny):
+    """``normalize=`` (now ``unit_output=``) and ``return_labels=`` are kept for one release."""
+    _, _, _, cache = tiny
+    terms, labels = cache.decompose_layers(unit_output=True)
+    with pytest.warns(DeprecationWarning, match="return_labels"):
+        assert torch.equal(cache.decompose_layers(unit_output=True, return_labels=False), terms)
+    with pytest.warns(DeprecationWarning, match="return_labels"):
+        assert cache.decompose_layers(return_labels=True).labels == labels
+    with pytest.warns(DeprecationWarning, match="unit_output"):
+        assert torch.equal(cache.decompose_layers(normalize=True).terms, terms)
+    texts = torch.ones(2, cache.model.cfg.d_embed)
+    for method, kwargs in [
+        ("decompose_heads", {}),
+        ("attention_bias_terms", {}),
+        ("decompose_tokens", {}),
+        ("decompose_heads_tokens", {"directions": texts}),
+    ]:
+        want = getattr(cache, method)(unit_output=True, **kwargs)
+        with pytest.warns(DeprecationWarning, match=f"{method}: normalize= is now unit_output="):
+            assert torch.equal(getattr(cache, method)(normalize=True, **kwargs), want)
+    with pytest.raises(TypeError, match="unit_output= alone"), pytest.warns(DeprecationWarning):
+        cache.decompose_heads(normalize=True, unit_output=True)
+
+
+def test_repeated_layer_is_refused(tiny):
+    _, _, _, cache = tiny
+    with pytest.raises(ValueError, match="same index twice"):
+        cache.decompose_heads(layers=[0, -3])
 
 
 @pytest.mark.parametrize(

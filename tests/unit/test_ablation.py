@@ -102,6 +102,21 @@ def test_split_heads_and_decompose_components_on_a_model(tiny):
     assert len(everything.heads) == 12
     with pytest.raises(IndexError, match="does not exist"):
         decompose_components(model, images, head_layers=[3], progress=False)
+    with pytest.raises(ValueError, match="same index twice"):  # refused as everywhere else
+        decompose_components(model, images, head_layers=[2, -1], progress=False)
+    # head layers are sorted: the result does not depend on their order
+    swapped = decompose_components(model, images, head_layers=[-1, 0], progress=False)
+    assert swapped.labels == batched.labels
+    assert torch.equal(
+        swapped.terms, decompose_components(model, images, [0, 2], progress=False).terms
+    )
+    # no head layers: the layer terms alone
+    none = decompose_components(model, images, head_layers=[], progress=False)
+    assert none.labels == labels and none.heads == []
+    with pytest.warns(DeprecationWarning, match="unit_output"):
+        old = decompose_components(model, images, [1], normalize=True, progress=False)
+    new = decompose_components(model, images, [1], unit_output=True, progress=False)
+    assert torch.equal(old.terms, new.terms)
     with pytest.raises(ValueError, match="heads must be"):
         split_heads(terms, labels, heads, [0])
 
@@ -133,6 +148,17 @@ def test_ablated_embedding_hand_computations():
         ablated_embedding(c, ["L9_mlp"])
     with pytest.raises(ValueError, match="same labels"):
         ablated_embedding(c, [1], reference=Components(t, [f"x{i}" for i in range(9)]))
+
+
+def test_mean_ablate_and_ablated_embedding_agree_exactly():
+    c = _synthetic()
+    ref = _synthetic(seed=1, n=10)
+    for ablate in ([], [5], [1, 4, 8], list(range(9))):
+        mask = torch.zeros(9, dtype=torch.bool)
+        mask[ablate] = True
+        want = ablated_embedding(c, ablate, reference=ref)
+        assert torch.equal(mean_ablate(c.terms, ablate, ref.terms), want)
+        assert torch.equal(mean_ablate(c.terms, mask, ref.terms), want)
 
 
 def test_agrees_with_layer_level_mean_ablate():

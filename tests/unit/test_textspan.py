@@ -291,3 +291,10 @@ def test_textspan_model_equals_textspan_on_head_outputs():
     assert result.meta["n_images"] == 12
     with pytest.raises(IndexError, match="does not exist"):
         head_outputs_dataset(model, images, layers=[5], progress=False)
+    with pytest.raises(ValueError, match="same index twice"):
+        head_outputs_dataset(model, images, layers=[1, -1], progress=False)
+    assert result.meta["unit_output"] is False
+    unit, _ = head_outputs_dataset(model, images, layers=[1], unit_output=True, progress=False)
+    with pytest.warns(DeprecationWarning, match="unit_output"):
+        old, _ = head_outputs_dataset(model, images, layers=[1], normalize=True, progress=False)
+    assert torch.equal(old, unit)

@@ -1,6 +1,8 @@
 """Analyses built on the cache's decompositions: TextSpan, ablations, retrieval, spurious cues.
 
 * :func:`textspan` / :func:`textspan_model`: per-head text bases (Gandelsman et al. §4.1).
+* :class:`Components`: direct-effect terms with chosen layers split into heads
+  (:func:`decompose_components`, :func:`split_heads`).
 * Ablations over precomputed :class:`Components` (one forward pass, many ablations):
   :func:`mean_ablate`, :func:`cumulative_attention_ablation` (Figure 3),
   :func:`head_ablation_accuracy`, :func:`mlp_ablation` (Table 3), :func:`replace_heads`,
@@ -11,17 +13,13 @@
 """
 
 from vision_lens.analysis.ablation import (
-    Components,
     ablated_embedding,
     accuracy_vs_m,
     cumulative_attention_ablation,
-    decompose_components,
     head_ablation_accuracy,
-    head_label,
     mean_ablate,
     mlp_ablation,
     replace_heads,
-    split_heads,
     textspan_replacement_accuracy,
     zero_shot_accuracy,
 )
@@ -30,6 +28,12 @@ from vision_lens.analysis.baselines import (
     chefer_relevance,
     gradcam,
     raw_attention,
+)
+from vision_lens.analysis.direct_effects import (
+    Components,
+    decompose_components,
+    head_label,
+    split_heads,
 )
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
 from vision_lens.analysis.seg_metrics import SegmentationMetrics, binarize, normalize_heatmaps
@@ -44,12 +48,8 @@ from vision_lens.analysis.spurious import (
     spurious_ablation,
 )
 from vision_lens.analysis.subspace import AttributeVariance, attribute_variance
-from vision_lens.analysis.textspan import (
-    TextSpanResult,
-    head_outputs_dataset,
-    textspan,
-    textspan_model,
-)
+from vision_lens.analysis.textspan import head_outputs_dataset, textspan, textspan_model
+from vision_lens.analysis.textspan_result import TextSpanResult
 
 __all__ = [
     "SegmentationMetrics",

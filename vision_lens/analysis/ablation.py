@@ -6,8 +6,9 @@ a reference set of images changes the embedding to
 ``sum_{c not in S} term_c + sum_{c in S} mean_ref(term_c)`` with no further forward pass.
 
 Layer level: :func:`mean_ablate`, :func:`cumulative_attention_ablation` (the paper's Figure 3).
-Head level: :class:`Components` (layer terms with chosen attention layers split into heads, from
-:func:`decompose_components` or :func:`split_heads`), then :func:`ablated_embedding`,
+Head level: :class:`~vision_lens.analysis.direct_effects.Components` (layer terms with chosen
+attention layers split into heads, from :func:`decompose_components` or :func:`split_heads`, both
+in :mod:`vision_lens.analysis.direct_effects`), then :func:`ablated_embedding`,
 :func:`head_ablation_accuracy`, :func:`mlp_ablation` (Table 3 / Table 4), :func:`replace_heads`,
 :func:`textspan_replacement_accuracy` and :func:`accuracy_vs_m` (Figure 4). One forward pass
 serves them all.
@@ -16,23 +17,57 @@ serves them all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from vision_lens.cache import ComponentId, LnMode
+from vision_lens.analysis.direct_effects import (  # re-exported: their home before 0.2
+    Components,
+    HeadLabel,
+    check_terms,
+    decompose_components,
+    head_label,
+    split_heads,
+)
+
+if TYPE_CHECKING:
+    from vision_lens.analysis.textspan_result import TextSpanResult
+
+__all__ = [
+    "Components",
+    "HeadLabel",
+    "ablated_embedding",
+    "accuracy_vs_m",
+    "cumulative_attention_ablation",
+    "decompose_components",
+    "head_ablation_accuracy",
+    "head_label",
+    "mean_ablate",
+    "mlp_ablation",
+    "replace_heads",
+    "split_heads",
+    "textspan_replacement_accuracy",
+    "zero_shot_accuracy",
+]
 
 
-def _check_terms(terms: Tensor) -> None:
-    if not isinstance(terms, Tensor) or terms.dim() != 3:
-        shape = tuple(terms.shape) if isinstance(terms, Tensor) else type(terms).__name__
-        raise ValueError(
-            f"terms must be a tensor [component, batch, d_embed] (as from decompose_layers), "
-            f"got {shape}."
-        )
+def _mean_ablated_sum(
+    terms: Float[Tensor, "component images d_embed"],
+    mask: Bool[Tensor, " component"],
+    reference: Float[Tensor, "component ref d_embed"],
+    replaced: Mapping[int, Tensor] | None = None,
+) -> Float[Tensor, "images d_embed"]:
+    """The one mean-ablation: the terms summed, those in ``mask`` replaced by their mean over
+    ``reference``'s images and those in ``replaced`` by the given tensors."""
+    means = reference.mean(dim=1, keepdim=True).to(terms)  # [component, 1, d]
+    out = torch.where(mask[:, None, None].to(terms.device), means, terms)
+    if replaced:
+        out = out.clone()
+        for index, value in replaced.items():
+            out[index] = value
+    return out.sum(0)
 
 
 def mean_ablate(
@@ -59,9 +94,9 @@ def mean_ablate(
         >>> torch.allclose(ablated, terms[1:].sum(0) + terms[0].mean(0))
         True
     """
-    _check_terms(terms)
+    check_terms(terms)
     reference = terms if reference is None else reference
-    _check_terms(reference)
+    check_terms(reference)
     if reference.shape[0] != terms.shape[0] or reference.shape[2] != terms.shape[2]:
         raise ValueError(
             f"reference terms {tuple(reference.shape)} do not match terms {tuple(terms.shape)} "
@@ -77,9 +112,7 @@ def mean_ablate(
         if index.numel() and (index.min() < -terms.shape[0] or index.max() >= terms.shape[0]):
             raise IndexError(f"component index out of range for {terms.shape[0]} components.")
         mask[index.long().to(terms.device)] = True
-    means = reference.mean(dim=1, keepdim=True).to(terms)
-    kept = torch.where(mask[:, None, None], means.expand_as(terms), terms)
-    return kept.sum(0)
+    return _mean_ablated_sum(terms, mask, reference)
 
 
 def zero_shot_accuracy(
@@ -136,7 +169,7 @@ def cumulative_attention_ablation(
         >>> len(accs)
         3
     """
-    _check_terms(terms)
+    check_terms(terms)
     if len(component_labels) != terms.shape[0]:
         raise ValueError(f"{len(component_labels)} labels for {terms.shape[0]} components.")
     attn = [i for i, name in enumerate(component_labels) if name.endswith("_attn")]
@@ -146,299 +179,15 @@ def cumulative_attention_ablation(
     ]
 
 
-# ---------------------------------------------------------------------- components with heads
-HeadLabel = tuple[int, int]
-
-
-def head_label(layer: int, head: int) -> ComponentId:
-    """The component id of a head, a string ``"L{layer}H{head}"`` (the paper's notation) with
-    ``kind="head"``, ``layer`` and ``head`` attributes.
-
-    Example:
-        >>> head_label(22, 11)
-        'L22H11'
-    """
-    return ComponentId("head", int(layer), int(head))
-
-
-@dataclass
-class Components:
-    """Direct-effect terms of a set of images at mixed granularity, summing to the embedding.
-
-    Components are the layer terms of :meth:`ActivationCache.decompose_layers` (``embed``,
-    ``L{l}_attn``, ``L{l}_mlp``, ``bias``) with the attention layers chosen in
-    :func:`split_heads` / :func:`decompose_components` replaced by one term per head
-    (``L{l}H{h}``) plus the layer's *attention bias share* ``L{l}_attn_bias`` (``b_O``, owned by
-    no head; zero in split mode). One forward pass gives every ablation of this module.
-
-    Attributes:
-        terms: ``[component, images, d_embed]``.
-        labels: One label per component.
-        embed: ``[images, d_embed]`` the model's image embedding, if known (for checks).
-
-    Example:
-        >>> terms = torch.randn(4, 6, 3)
-        >>> c = Components(terms, ["embed", "L0H0", "L0H1", "bias"])
-        >>> c.heads, c.index("L0H1")
-        ([(0, 0), (0, 1)], [2])
-        >>> torch.allclose(c.total(), terms.sum(0))
-        True
-    """
-
-    terms: Float[Tensor, "component images d_embed"]
-    labels: list[str]
-    embed: Float[Tensor, "images d_embed"] | None = None
-
-    def __post_init__(self) -> None:
-        _check_terms(self.terms)
-        self.labels = list(self.labels)
-        if len(self.labels) != self.terms.shape[0]:
-            raise ValueError(f"{len(self.labels)} labels for {self.terms.shape[0]} components.")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("Component labels must be unique.")
-
-    @property
-    def n_images(self) -> int:
-        """Number of images."""
-        return self.terms.shape[1]
-
-    @property
-    def heads(self) -> list[HeadLabel]:
-        """``(layer, head)`` of every head component, in component order."""
-        ids = (ComponentId.parse(label) for label in self.labels)
-        return [(cid.layer, cid.head) for cid in ids if cid.kind == "head"]
-
-    def index(self, names: str | Sequence[str]) -> list[int]:
-        """Component indices of labels.
-
-        Raises:
-            KeyError: A label that is not a component (the message lists some that are).
-        """
-        names = [names] if isinstance(names, str) else list(names)
-        lookup = {label: i for i, label in enumerate(self.labels)}
-        missing = [n for n in names if n not in lookup]
-        if missing:
-            raise KeyError(
-                f"No component {missing[0]!r}. Components: {', '.join(self.labels[:12])}"
-                f"{', ...' if len(self.labels) > 12 else ''}. Heads exist only for the layers "
-                "split with head_layers=."
-            )
-        return [lookup[n] for n in names]
-
-    def head_indices(self, heads: Sequence[HeadLabel]) -> list[int]:
-        """Component indices of ``(layer, head)`` pairs."""
-        return self.index([head_label(*lh) for lh in heads])
-
-    def mlp_indices(self, layers: Sequence[int] | None = None) -> list[int]:
-        """Component indices of the MLP terms (of ``layers``, default all)."""
-        wanted = None if layers is None else {f"L{int(layer)}_mlp" for layer in layers}
-        out = [
-            i
-            for i, label in enumerate(self.labels)
-            if label.endswith("_mlp") and (wanted is None or label in wanted)
-        ]
-        if wanted is not None and len(out) != len(wanted):
-            raise KeyError(f"Some MLP layers of {sorted(wanted)} are not components.")
-        return out
-
-    def head_outputs(
-        self, heads: Sequence[HeadLabel] | None = None
-    ) -> tuple[Float[Tensor, "head images d_embed"], list[HeadLabel]]:
-        """The head terms ``[head, images, d_embed]`` (all heads, or ``heads``) and their labels,
-        ready for :func:`vision_lens.textspan`."""
-        heads = self.heads if heads is None else [(int(lh[0]), int(lh[1])) for lh in heads]
-        if not heads:
-            raise ValueError(
-                "These components have no head terms: build them with head_layers=[...]."
-            )
-        return self.terms[self.head_indices(heads)], heads
-
-    def total(self) -> Float[Tensor, "images d_embed"]:
-        """The sum of all components (the image embedding)."""
-        return self.terms.sum(0)
-
-    def to_layers(self) -> tuple[Float[Tensor, "component images d_embed"], list[str]]:
-        """Collapse heads and bias shares back into ``L{l}_attn`` terms: the
-        :meth:`ActivationCache.decompose_layers` layout, for :func:`cumulative_attention_ablation`
-        and :func:`mean_ablate`."""
-        groups: dict[str, list[int]] = {}
-        for i, label in enumerate(self.labels):
-            cid = ComponentId.parse(label)
-            key = ComponentId("attn", cid.layer) if cid.kind in ("head", "attn_bias") else cid
-            groups.setdefault(key, []).append(i)
-        labels = list(groups)
-        terms = torch.stack([self.terms[idx].sum(0) for idx in groups.values()])
-        return terms, labels
-
-    def subset(self, images: Sequence[int] | Tensor) -> Components:
-        """The same components for a subset of the images."""
-        index = torch.as_tensor(images, device=self.terms.device)
-        embed = None if self.embed is None else self.embed[index]
-        return Components(self.terms[:, index], self.labels, embed)
-
-
-def split_heads(
-    layer_terms: Float[Tensor, "component images d_embed"],
-    layer_labels: Sequence[str],
-    heads: Float[Tensor, "images head_layer head d_embed"],
-    head_layers: Sequence[int],
-    attention_bias: Float[Tensor, "images head_layer d_embed"] | None = None,
-    embed: Float[Tensor, "images d_embed"] | None = None,
-) -> Components:
-    """Combine precomputed decompositions into :class:`Components`.
-
-    Args:
-        layer_terms: ``decompose_layers`` terms ``[component, images, d_embed]``.
-        layer_labels: Their labels.
-        heads: ``decompose_heads(layers=head_layers)`` ``[images, len(head_layers), head, d]``.
-        head_layers: The layers (non-negative indices) of ``heads``' layer axis.
-        attention_bias: ``attention_bias_terms(layers=head_layers)`` ``[images, len, d]``; by
-            default each layer's ``L{l}_attn`` minus its heads (the same thing, and the sum of
-            the components stays exactly the embedding).
-        embed: The image embedding, kept for checks.
-
-    Returns:
-        Components ordered ``embed, [L0H0, ..., L0_attn_bias | L0_attn], L0_mlp, ..., bias``.
-
-    Example:
-        >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
-        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
-        >>> embed, cache = model.run_with_decomposition_cache(torch.randn(3, 3, 16, 16))
-        >>> terms, labels = cache.decompose_layers()
-        >>> c = split_heads(terms, labels, cache.decompose_heads(layers=[1]), [1])
-        >>> c.labels[3:]
-        ['L1H0', 'L1H1', 'L1H2', 'L1H3', 'L1_attn_bias', 'L1_mlp', 'bias']
-        >>> torch.allclose(c.total(), embed, atol=1e-5)
-        True
-    """
-    _check_terms(layer_terms)
-    layer_labels = list(layer_labels)
-    head_layers = [int(layer) for layer in head_layers]
-    if heads.dim() != 4 or heads.shape[1] != len(head_layers):
-        raise ValueError(
-            f"heads must be [images, {len(head_layers)} layers, head, d_embed] (decompose_heads "
-            f"with layers=head_layers), got {tuple(heads.shape)}."
-        )
-    if heads.shape[0] != layer_terms.shape[1] or heads.shape[-1] != layer_terms.shape[-1]:
-        raise ValueError(
-            f"heads {tuple(heads.shape)} and layer terms {tuple(layer_terms.shape)} disagree on "
-            "images or d_embed."
-        )
-    position = {layer: slot for slot, layer in enumerate(head_layers)}
-    terms, labels = [], []
-    for i, label in enumerate(layer_labels):
-        cid = ComponentId.parse(label)
-        layer = cid.layer if cid.kind == "attn" else None
-        if layer is None or layer not in position:
-            terms.append(layer_terms[i])
-            labels.append(label)
-            continue
-        slot = position.pop(layer)
-        layer_heads = heads[:, slot].transpose(0, 1)  # [head, images, d]
-        if attention_bias is None:
-            rest = layer_terms[i] - layer_heads.sum(0)
-        else:
-            rest = attention_bias[:, slot].to(layer_terms)
-        terms.extend(layer_heads.to(layer_terms))
-        labels.extend(head_label(layer, h) for h in range(layer_heads.shape[0]))
-        terms.append(rest)
-        labels.append(ComponentId("attn_bias", layer))
-    if position:
-        raise ValueError(f"No L{{l}}_attn term for head layers {sorted(position)}.")
-    return Components(torch.stack(terms), labels, embed)
-
-
-def decompose_components(
-    model: Any,
-    images: Tensor | Iterable[Any],
-    head_layers: int | Sequence[int] | None = None,
-    *,
-    ln_mode: LnMode = "center",
-    normalize: bool = False,
-    batch_size: int = 64,
-    progress: bool = True,
-    device: str | torch.device | None = "cpu",
-) -> Components:
-    """Run the model over images in batches and keep :class:`Components`: layer terms with the
-    attention layers ``head_layers`` split into heads (the input of every ablation here).
-
-    Memory: ``(2 + 2 L + H * len(head_layers)) * N * d_embed`` floats (ViT-L, 4 layers split,
-    5,000 images: about 1.4 GB); pass a subset of layers for big models.
-
-    Args:
-        model: A :class:`vision_lens.HookedViT`.
-        images: Preprocessed images ``[N, 3, H, W]`` or an iterable of batches.
-        head_layers: Layers to split into heads (negative allowed; default all).
-        ln_mode: LayerNorm treatment (see :mod:`vision_lens.cache`).
-        normalize: Divide every term by the embedding norm.
-        batch_size: Images per forward pass.
-        progress: Progress bar.
-        device: Where the terms are gathered.
-
-    Example:
-        >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
-        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
-        >>> c = decompose_components(model, torch.randn(5, 3, 16, 16), head_layers=[-1],
-        ...                          batch_size=2, progress=False)
-        >>> c.terms.shape, c.heads[-1]
-        (torch.Size([10, 5, 16]), (1, 3))
-        >>> torch.allclose(c.total(), c.embed, atol=1e-5)
-        True
-    """
-    from tqdm.auto import tqdm
-
-    from vision_lens.analysis.batched import iter_batches
-
-    n_layers = model.cfg.n_layers
-    if head_layers is None:
-        layer_ids = list(range(n_layers))
-    else:
-        layer_ids = [head_layers] if isinstance(head_layers, int) else list(head_layers)
-        for layer in layer_ids:
-            if not -n_layers <= int(layer) < n_layers:
-                raise IndexError(f"Layer {layer} does not exist: the model has {n_layers} layers.")
-        layer_ids = sorted({int(layer) % n_layers for layer in layer_ids})
-    total = images.shape[0] if isinstance(images, Tensor) else None
-    bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
-    parts: list[Components] = []
-    for batch in iter_batches(images, batch_size):
-        embed, cache = model.run_with_decomposition_cache(batch)
-        terms, labels = cache.decompose_layers(ln_mode=ln_mode, normalize=normalize)
-        heads = bias = None
-        if layer_ids:
-            heads = cache.decompose_heads(layers=layer_ids, ln_mode=ln_mode, normalize=normalize)
-            bias = cache.attention_bias_terms(
-                layers=layer_ids, ln_mode=ln_mode, normalize=normalize
-            )
-        if heads is None:
-            part = Components(terms, labels, embed)
-        else:
-            part = split_heads(terms, labels, heads, layer_ids, bias, embed)
-        parts.append(Components(part.terms.to(device), part.labels, part.embed.to(device)))
-        bar.update(embed.shape[0])
-    bar.close()
-    if not parts:
-        raise ValueError("No images: the iterable yielded no batches.")
-    return Components(
-        torch.cat([p.terms for p in parts], dim=1),
-        parts[0].labels,
-        torch.cat([p.embed for p in parts]),
-    )
-
-
 # ---------------------------------------------------------------------- ablations
-def _reference_terms(components: Components, reference: Any) -> Tensor:
+def _reference_terms(components: Components, reference: Components | Tensor | None) -> Tensor:
     if reference is None:
         return components.terms
     if isinstance(reference, Components):
         if reference.labels != components.labels:
             raise ValueError("reference components must have the same labels as components.")
         return reference.terms
-    _check_terms(reference)
+    check_terms(reference)
     if reference.shape[0] != components.terms.shape[0]:
         raise ValueError(
             f"reference has {reference.shape[0]} components, components have "
@@ -447,7 +196,7 @@ def _reference_terms(components: Components, reference: Any) -> Tensor:
     return reference
 
 
-def _as_index(components: Components, items: Iterable[Any]) -> list[int]:
+def _as_index(components: Components, items: Iterable[str | int | HeadLabel]) -> list[int]:
     out = []
     for item in items:
         if isinstance(item, str):
@@ -513,15 +262,7 @@ def ablated_embedding(
         mask[_as_index(components, ablate)] = True
     for index in replaced:
         mask[index] = False
-    means = ref.mean(dim=1).to(components.terms)  # [component, d]
-    out = torch.where(
-        mask[:, None, None].to(components.terms.device), means[:, None], components.terms
-    )
-    if replaced:
-        out = out.clone()
-        for index, value in replaced.items():
-            out[index] = value
-    return out.sum(0)
+    return _mean_ablated_sum(components.terms, mask, ref, replaced)
 
 
 def head_ablation_accuracy(
@@ -571,7 +312,7 @@ def mlp_ablation(
     }
 
 
-def _result_heads(result: Any, heads: Sequence[HeadLabel] | None) -> list[HeadLabel]:
+def _result_heads(result: TextSpanResult, heads: Sequence[HeadLabel] | None) -> list[HeadLabel]:
     heads = result.heads if heads is None else [(int(a), int(b)) for a, b in heads]
     if heads is None:
         raise ValueError(
@@ -613,7 +354,7 @@ def replace_heads(
 
 def textspan_replacement_accuracy(
     components: Components,
-    result: Any,
+    result: TextSpanResult,
     class_weights: Float[Tensor, "n_classes d_embed"],
     labels: Int[Tensor, " images"] | Sequence[int],
     m: int | None = None,
@@ -625,7 +366,7 @@ def textspan_replacement_accuracy(
 
     Args:
         components: Terms of the evaluation images (must contain the result's heads).
-        result: A :class:`vision_lens.analysis.textspan.TextSpanResult`.
+        result: A :class:`~vision_lens.analysis.textspan_result.TextSpanResult`.
         class_weights: Zero-shot classifier ``[n_classes, d_embed]``.
         labels: True classes.
         m: Texts per head (default all of the result's).
@@ -643,7 +384,7 @@ def textspan_replacement_accuracy(
 
 def accuracy_vs_m(
     components: Components,
-    result: Any,
+    result: TextSpanResult,
     class_weights: Float[Tensor, "n_classes d_embed"],
     labels: Int[Tensor, " images"] | Sequence[int],
     ms: Sequence[int] | None = None,

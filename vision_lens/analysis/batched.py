@@ -1,35 +1,78 @@
-"""Decompositions over whole datasets, in batches with bounded memory and a progress bar."""
+"""Decompositions over whole datasets, in batches with bounded memory and a progress bar.
+
+:func:`map_batches` is the one loop every dataset-sized decomposition runs
+(:func:`decompose_dataset`, :func:`~vision_lens.analysis.direct_effects.decompose_components`,
+:func:`~vision_lens.analysis.textspan.head_outputs_dataset`): a decomposition cache per batch,
+one progress bar (:func:`vision_lens.utils.batching.batched`), what each batch gave, in order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vision_lens.cache import LnMode
+from vision_lens.utils.batching import batched, iter_batches  # iter_batches: the old home
+
+if TYPE_CHECKING:
+    from vision_lens.cache import ActivationCache
+    from vision_lens.hooked_vit import HookedViT
+
+__all__ = ["decompose_dataset", "iter_batches", "map_batches"]
+
+T = TypeVar("T")
 
 
-def iter_batches(images: Tensor | Iterable[Any], batch_size: int) -> Iterable[Tensor]:
-    """Yield image batches from a ``[N, 3, H, W]`` tensor or pass through an iterable of batches
-    (e.g. a DataLoader yielding tensors or ``(images, labels)`` tuples)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if isinstance(images, Tensor):
-        if images.dim() != 4:
-            raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}.")
-        if images.shape[0] == 0:
-            raise ValueError("images is empty.")
-        yield from images.split(batch_size)
-        return
-    for batch in images:
-        yield batch[0] if isinstance(batch, list | tuple) else batch
+def map_batches(
+    model: HookedViT,
+    images: Tensor | Iterable[Any],
+    step: Callable[[Tensor, ActivationCache], T],
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool = True,
+) -> list[T]:
+    """``step(embed, cache)`` of every batch, where ``embed, cache`` is
+    :meth:`HookedViT.run_with_decomposition_cache` of the batch.
+
+    Args:
+        model: The model.
+        images: Preprocessed images ``[N, 3, H, W]`` or an iterable of batches (a DataLoader
+            yielding tensors or ``(images, labels)`` tuples).
+        step: What to keep of each batch (move it off the accelerator here if it is large).
+        batch_size: Images per forward pass when ``images`` is a tensor.
+        desc: The progress bar's label.
+        progress: Show the progress bar.
+
+    Returns:
+        One ``step`` result per batch, in order.
+
+    Raises:
+        ValueError: ``images`` yielded no batch.
+
+    Example:
+        >>> import vision_lens as vl
+        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
+        ...                          image_size=16, patch_size=8)
+        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+        >>> map_batches(model, torch.randn(5, 3, 16, 16), lambda embed, cache: len(embed),
+        ...             batch_size=2, desc="demo", progress=False)
+        [2, 2, 1]
+    """
+    out = []
+    for batch in batched(images, batch_size, desc, progress=progress):
+        embed, cache = model.run_with_decomposition_cache(batch)
+        out.append(step(embed, cache))
+    if not out:
+        raise ValueError("No images: the iterable yielded no batches.")
+    return out
 
 
 def decompose_dataset(
-    model: Any,
+    model: HookedViT,
     images: Tensor | Iterable[Any],
     *,
     layers: bool = True,
@@ -68,30 +111,27 @@ def decompose_dataset(
         >>> out["layers"].shape, out["heads"].shape
         (torch.Size([6, 5, 16]), torch.Size([5, 2, 4, 16]))
     """
-    parts: dict[str, list[Tensor]] = {"embed": [], "layers": [], "heads": [], "tokens": []}
-    labels: list[str] = []
-    total = images.shape[0] if isinstance(images, Tensor) else None
-    bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
-    for batch in iter_batches(images, batch_size):
-        embed, cache = model.run_with_decomposition_cache(batch)
-        parts["embed"].append(embed.to(device))
+
+    def step(embed: Tensor, cache: ActivationCache) -> dict[str, Any]:
+        part: dict[str, Any] = {"embed": embed.to(device)}
         if layers:
-            terms, labels = cache.decompose_layers(ln_mode=ln_mode)
-            parts["layers"].append(terms.to(device))
+            part["layers"], part["labels"] = cache.decompose_layers(ln_mode=ln_mode)
+            part["layers"] = part["layers"].to(device)
         if heads:
-            parts["heads"].append(cache.decompose_heads(ln_mode=ln_mode).to(device))
+            part["heads"] = cache.decompose_heads(ln_mode=ln_mode).to(device)
         if tokens:
-            parts["tokens"].append(cache.decompose_tokens(ln_mode=ln_mode).to(device))
-        bar.update(embed.shape[0])
-    bar.close()
-    if not parts["embed"]:
-        raise ValueError("No images: the iterable yielded no batches.")
-    out: dict[str, Any] = {"embed": torch.cat(parts["embed"])}
+            part["tokens"] = cache.decompose_tokens(ln_mode=ln_mode).to(device)
+        return part
+
+    parts = map_batches(
+        model, images, step, batch_size=batch_size, desc="decomposing", progress=progress
+    )
+    out: dict[str, Any] = {"embed": torch.cat([p["embed"] for p in parts])}
     if layers:
-        out["layers"] = torch.cat(parts["layers"], dim=1)
-        out["labels"] = labels
+        out["layers"] = torch.cat([p["layers"] for p in parts], dim=1)
+        out["labels"] = parts[-1]["labels"]
     if heads:
-        out["heads"] = torch.cat(parts["heads"])
+        out["heads"] = torch.cat([p["heads"] for p in parts])
     if tokens:
-        out["tokens"] = torch.cat(parts["tokens"])
+        out["tokens"] = torch.cat([p["tokens"] for p in parts])
     return out

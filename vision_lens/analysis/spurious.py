@@ -20,18 +20,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from vision_lens.analysis.ablation import (
-    Components,
-    HeadLabel,
-    ablated_embedding,
-    head_label,
-)
+from vision_lens.analysis.ablation import ablated_embedding
+from vision_lens.analysis.direct_effects import Components, HeadLabel, head_label
+
+if TYPE_CHECKING:
+    from vision_lens.analysis.textspan_result import TextSpanResult
 
 __all__ = [
     "GroupAccuracy",
@@ -143,7 +142,7 @@ def _pattern(keywords: Sequence[str]) -> re.Pattern:
 
 
 def heads_by_keywords(
-    result: Any,
+    result: TextSpanResult,
     keywords: Sequence[str] = LOCATION_KEYWORDS,
     top: int | None = 10,
     min_matches: int = 2,
@@ -154,7 +153,7 @@ def heads_by_keywords(
     matches "the sea" and "seas" but not "season".
 
     Args:
-        result: A :class:`~vision_lens.analysis.textspan.TextSpanResult` with ``texts`` (and
+        result: A :class:`~vision_lens.analysis.textspan_result.TextSpanResult` with ``texts`` (and
             ``heads``) set, e.g. from :func:`~vision_lens.analysis.textspan.textspan_model`.
         keywords: Words or phrases describing the role (default: background/location words).
         top: Examine each head's first ``top`` texts (default 10; ``None``: all ``m``).
@@ -164,7 +163,7 @@ def heads_by_keywords(
         :class:`HeadMatches`.
 
     Example:
-        >>> from vision_lens.analysis.textspan import TextSpanResult
+        >>> from vision_lens.analysis.textspan_result import TextSpanResult
         >>> texts = ["a lake", "a red object", "grass fields", "a circle", "a seaside town"]
         >>> r = TextSpanResult(indices=torch.tensor([[0, 2, 1], [1, 3, 4]]),
         ...     explained_variance=torch.ones(2, 3), total_variance=torch.ones(2),

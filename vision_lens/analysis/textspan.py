@@ -36,14 +36,23 @@ text) is not eligible. Ties go to the lowest index (``argmax``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
-from vision_lens.analysis.batched import iter_batches
+from vision_lens.analysis.batched import map_batches
+from vision_lens.analysis.direct_effects import HeadLabel
+from vision_lens.analysis.textspan_result import TextSpanResult
+from vision_lens.cache import LnMode, normalize_alias
+from vision_lens.protocols import TextEncoder
+from vision_lens.utils.batching import progress_bar
+from vision_lens.utils.checks import layer_indices
+
+if TYPE_CHECKING:
+    from vision_lens.cache import ActivationCache
+    from vision_lens.hooked_vit import HookedViT
 
 __all__ = ["TextSpanResult", "head_outputs_dataset", "textspan", "textspan_model"]
 
@@ -54,213 +63,10 @@ ELIGIBLE_TOL = 1e-12
 #: zero (singular values below 1e-5 of the largest: far above float32 rounding, 1e-7).
 RANK_TOL = 1e-10
 
-HeadLabel = tuple[int, int]
-
-
-@dataclass
-class TextSpanResult:
-    """Output of :func:`textspan`: per head, the chosen texts and what they explain.
-
-    Tensors always have a leading ``head`` axis (a single ``[images, d_embed]`` input gives
-    ``head = 1``).
-
-    Attributes:
-        indices: ``[head, m]`` indices into the text pool, in the order chosen.
-        explained_variance: ``[head, m]`` variance of the centred head outputs explained by the
-            first ``k + 1`` texts (cumulative, float64; non-decreasing, at most the total).
-        total_variance: ``[head]`` total variance of the centred head outputs (float64), i.e.
-            ``mean_images ||c - mean||^2``.
-        basis: ``[head, m, d_embed]`` orthonormal directions (the chosen texts after projection
-            and deflation, normalised); ``basis[:, :k]`` spans the first ``k`` chosen texts.
-        mean: ``[head, d_embed]`` the head outputs' mean over the images.
-        reconstruction: ``[head, images, d_embed]`` ``C' + mean``: each head's outputs projected
-            onto the span of its ``m`` texts (``None`` when not requested).
-        texts: The text pool (strings), if given.
-        heads: ``(layer, head)`` of each row, if given.
-        rank: The rank of the subspace the texts were projected onto (``None``: no projection).
-
-    Example:
-        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-        <torch._C.Generator object at ...>
-        >>> texts = torch.randn(20, 64)
-        >>> outputs = torch.randn(2, 50, 3) @ texts[:3]  # two heads writing along texts 0, 1, 2
-        >>> result = textspan(outputs, texts, m=3, rank=None, texts=[f"t{i}" for i in range(20)],
-        ...                   heads=[(5, 0), (5, 1)])
-        >>> sorted(result.texts_for(5, 1))
-        ['t0', 't1', 't2']
-        >>> result.explained_fraction[:, -1]
-        tensor([1.0000, 1.0000], dtype=torch.float64)
-    """
-
-    indices: Int[Tensor, "head m"]
-    explained_variance: Float[Tensor, "head m"]
-    total_variance: Float[Tensor, " head"]
-    basis: Float[Tensor, "head m d_embed"]
-    mean: Float[Tensor, "head d_embed"]
-    reconstruction: Float[Tensor, "head images d_embed"] | None = None
-    texts: list[str] | None = None
-    heads: list[HeadLabel] | None = None
-    rank: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    # ------------------------------------------------------------------ access
-    @property
-    def n_heads(self) -> int:
-        """Number of heads (rows)."""
-        return self.indices.shape[0]
-
-    @property
-    def m(self) -> int:
-        """Number of texts chosen per head."""
-        return self.indices.shape[1]
-
-    @property
-    def explained_fraction(self) -> Float[Tensor, "head m"]:
-        """``explained_variance / total_variance`` (0 for a head with no variance)."""
-        total = self.total_variance[:, None]
-        return torch.where(total > 0, self.explained_variance / total.clamp_min(1e-300), 0.0)
-
-    def head_index(self, layer: int, head: int | None = None) -> int:
-        """Row of head ``(layer, head)``; with ``head=None``, ``layer`` is the row itself.
-
-        Raises:
-            KeyError: No such head in this result.
-            IndexError: Row out of range.
-        """
-        if head is None:
-            row = int(layer)
-            if not -self.n_heads <= row < self.n_heads:
-                raise IndexError(f"row {row} out of range for {self.n_heads} heads.")
-            return row % self.n_heads
-        if self.heads is None:
-            raise KeyError(
-                "This result has no head labels: pass heads=[(layer, head), ...] to textspan(), "
-                "or index rows with texts_for(row)."
-            )
-        key = (int(layer), int(head))
-        try:
-            return self.heads.index(key)
-        except ValueError:
-            raise KeyError(
-                f"Head L{key[0]}H{key[1]} is not in this result; it has "
-                f"{', '.join(f'L{lh[0]}H{lh[1]}' for lh in self.heads[:8])}"
-                f"{', ...' if len(self.heads) > 8 else ''}."
-            ) from None
-
-    def texts_for(self, layer: int, head: int | None = None, top: int | None = None) -> list[str]:
-        """The texts chosen for head ``(layer, head)`` (or row ``layer`` if ``head`` is None), in
-        the order chosen; the first ``top`` only, if given.
-
-        Raises:
-            ValueError: The result has no text strings (pass ``texts=`` to :func:`textspan`).
-        """
-        if self.texts is None:
-            raise ValueError(
-                "This result has no text strings: pass texts=[...] to textspan() (the pool the "
-                "embeddings came from), or use result.indices."
-            )
-        row = self.indices[self.head_index(layer, head)].tolist()
-        return [self.texts[i] for i in row[:top]]
-
-    def label(self, row: int) -> str:
-        """``"L{layer}H{head}"`` of a row (or ``"head {row}"`` without labels)."""
-        if self.heads is None:
-            return f"head {row}"
-        layer, head = self.heads[row]
-        return f"L{layer}H{head}"
-
-    # ------------------------------------------------------------------ projection
-    def project(
-        self,
-        head_outputs: Float[Tensor, "head images d_embed"],
-        m: int | None = None,
-    ) -> Float[Tensor, "head images d_embed"]:
-        """Project (new) head outputs onto each head's first ``m`` texts:
-        ``(c - mean) Q_m Q_m^T + mean``.
-
-        Because TextSpan is greedy, the first ``m`` texts of a run with a larger ``m`` are exactly
-        the result of a run with this ``m``; one run serves a whole accuracy-vs-``m`` curve.
-        On the images TextSpan ran on, ``project(outputs)`` equals ``reconstruction``.
-
-        Args:
-            head_outputs: ``[head, images, d_embed]`` with the rows in this result's order (or
-                ``[images, d_embed]`` for a one-head result).
-            m: Number of texts to use (default all).
-
-        Returns:
-            ``[head, images, d_embed]`` in the input's dtype.
-        """
-        outputs = head_outputs[None] if head_outputs.dim() == 2 else head_outputs
-        if outputs.dim() != 3 or outputs.shape[0] != self.n_heads:
-            raise ValueError(
-                f"head_outputs must be [{self.n_heads}, images, {self.basis.shape[-1]}] (rows in "
-                f"this result's head order), got {tuple(head_outputs.shape)}."
-            )
-        if outputs.shape[-1] != self.basis.shape[-1]:
-            raise ValueError(
-                f"head_outputs have width {outputs.shape[-1]} but the basis has width "
-                f"{self.basis.shape[-1]}."
-            )
-        m = self.m if m is None else int(m)
-        if not 0 <= m <= self.m:
-            raise ValueError(f"m must be in [0, {self.m}], got {m}.")
-        basis = self.basis[:, :m].to(outputs)
-        mean = self.mean.to(outputs)[:, None]
-        coefficients = (outputs - mean) @ basis.mT  # [head, images, m]
-        return coefficients @ basis + mean
-
-    # ------------------------------------------------------------------ reports
-    def table(self, top: int | None = 10) -> list[dict[str, Any]]:
-        """One row per (head, rank) with the text, its index and the cumulative explained
-        fraction, for the first ``top`` texts of every head."""
-        fraction = self.explained_fraction
-        rows = []
-        for h in range(self.n_heads):
-            for k, index in enumerate(self.indices[h, :top].tolist()):
-                row: dict[str, Any] = {"head": self.label(h), "rank": k + 1, "index": index}
-                if self.texts is not None:
-                    row["text"] = self.texts[index]
-                row["explained_fraction"] = float(fraction[h, k])
-                rows.append(row)
-        return rows
-
-    def to_dict(self, top: int | None = None) -> dict[str, Any]:
-        """A JSON-serialisable summary: per head its label, texts/indices (first ``top``), the
-        cumulative explained variance, the total variance and the explained fraction."""
-        fraction = self.explained_fraction
-        heads = []
-        for h in range(self.n_heads):
-            entry: dict[str, Any] = {"label": self.label(h)}
-            if self.heads is not None:
-                entry["layer"], entry["head"] = self.heads[h]
-            entry["indices"] = self.indices[h, :top].tolist()
-            if self.texts is not None:
-                entry["texts"] = [self.texts[i] for i in entry["indices"]]
-            entry["explained_variance"] = [float(v) for v in self.explained_variance[h, :top]]
-            entry["total_variance"] = float(self.total_variance[h])
-            entry["explained_fraction"] = float(fraction[h, -1])
-            heads.append(entry)
-        return {"m": self.m, "rank": self.rank, "heads": heads, **self.meta}
-
-    def to_markdown(self, top: int = 10) -> str:
-        """A markdown table: one row per head with its explained fraction and first ``top``
-        texts."""
-        fraction = self.explained_fraction
-        lines = [
-            f"| head | explained (m={self.m}) | top texts |",
-            "| --- | --- | --- |",
-        ]
-        for h in range(self.n_heads):
-            row = self.indices[h, :top].tolist()
-            names = [self.texts[i] for i in row] if self.texts is not None else map(str, row)
-            cell = "; ".join(str(n).replace("|", "\\|") for n in names)
-            lines.append(f"| {self.label(h)} | {float(fraction[h, -1]):.1%} | {cell} |")
-        return "\n".join(lines) + "\n"
-
 
 # ---------------------------------------------------------------------- validation
 def _check_inputs(
-    head_outputs: Any, text_embeddings: Any, m: Any, rank: Any
+    head_outputs: object, text_embeddings: object, m: object, rank: object
 ) -> tuple[Tensor, Tensor, int, int | None]:
     if not isinstance(head_outputs, Tensor):
         raise TypeError(
@@ -327,7 +133,9 @@ def _check_inputs(
     return outputs, text_embeddings, m, rank
 
 
-def _check_labels(texts: Any, heads: Any, n_text: int, n_heads: int):
+def _check_labels(
+    texts: Sequence[str] | None, heads: Sequence[HeadLabel] | None, n_text: int, n_heads: int
+) -> tuple[list[str] | None, list[HeadLabel] | None]:
     if texts is not None:
         texts = list(texts)
         if len(texts) != n_text:
@@ -519,15 +327,16 @@ def textspan(
 
     parts: list[tuple[Tensor, ...]] = []
     starts = range(0, n_heads, head_chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="TextSpan", unit="chunk")
-    for start in starts:
-        chunk = outputs[start : start + head_chunk].detach().to(torch.float64)
-        if not torch.isfinite(chunk).all():
-            raise ValueError("head_outputs contain NaN or inf.")
-        parts.append(_textspan_chunk(chunk, R, given, m, rank, reconstruct))
+    bar = progress_bar(len(starts), "TextSpan", enabled=progress, unit="chunk")
+    try:
+        for start in starts:
+            chunk = outputs[start : start + head_chunk].detach().to(torch.float64)
+            if not torch.isfinite(chunk).all():
+                raise ValueError("head_outputs contain NaN or inf.")
+            parts.append(_textspan_chunk(chunk, R, given, m, rank, reconstruct))
+            bar.update(1)
+    finally:
+        bar.close()
 
     dtype = outputs.dtype
     return TextSpanResult(
@@ -544,13 +353,14 @@ def textspan(
 
 
 # ---------------------------------------------------------------------- on a model
+@normalize_alias
 def head_outputs_dataset(
-    model: Any,
+    model: HookedViT,
     images: Tensor | Iterable[Any],
     layers: int | Sequence[int] | None = None,
     *,
-    ln_mode: str = "center",
-    normalize: bool = False,
+    ln_mode: LnMode = "center",
+    unit_output: bool = False,
     batch_size: int = 64,
     progress: bool = True,
     device: str | torch.device | None = "cpu",
@@ -559,6 +369,17 @@ def head_outputs_dataset(
 
     Runs :meth:`HookedViT.run_with_decomposition_cache` in batches and keeps only
     ``cache.decompose_heads(layers)`` (no layer or token terms).
+
+    Args:
+        model: The model.
+        images: Preprocessed images ``[N, 3, H, W]`` or an iterable of batches.
+        layers: Layers whose heads to keep (negative allowed, each once; default all).
+        ln_mode: LayerNorm treatment (see :mod:`vision_lens.cache`).
+        unit_output: Divide the head outputs by the embedding norm (``normalize``: its
+            deprecated name).
+        batch_size: Images per forward pass.
+        progress: Progress bar.
+        device: Where the outputs are gathered.
 
     Returns:
         ``([head, images, d_embed], [(layer, head), ...])`` with heads ordered layer-major.
@@ -573,46 +394,31 @@ def head_outputs_dataset(
         >>> outputs.shape, heads[:2]
         (torch.Size([4, 5, 16]), [(1, 0), (1, 1)])
     """
-    from tqdm.auto import tqdm
+    layer_ids = layer_indices(layers, model.cfg.n_layers)
 
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if layers is None:
-        layer_ids = list(range(n_layers))
-    else:
-        layer_ids = [layers] if isinstance(layers, int) else list(layers)
-        for layer in layer_ids:
-            if not -n_layers <= int(layer) < n_layers:
-                raise IndexError(f"Layer {layer} does not exist: the model has {n_layers} layers.")
-        layer_ids = [int(layer) % n_layers for layer in layer_ids]
-    if not layer_ids:
-        raise ValueError("layers is empty: pass at least one layer.")
-    total = images.shape[0] if isinstance(images, Tensor) else None
-    bar = tqdm(total=total, desc="head outputs", unit="img", disable=not progress)
-    chunks = []
-    for batch in iter_batches(images, batch_size):
-        _, cache = model.run_with_decomposition_cache(batch)
-        heads = cache.decompose_heads(layers=layer_ids, ln_mode=ln_mode, normalize=normalize)
-        chunks.append(heads.to(device))
-        bar.update(heads.shape[0])
-    bar.close()
-    if not chunks:
-        raise ValueError("No images: the iterable yielded no batches.")
+    def step(embed: Tensor, cache: ActivationCache) -> Tensor:
+        return cache.decompose_heads(layer_ids, ln_mode, unit_output).to(device)
+
+    chunks = map_batches(
+        model, images, step, batch_size=batch_size, desc="head outputs", progress=progress
+    )
     out = torch.cat(chunks).flatten(1, 2).transpose(0, 1).contiguous()  # [L*H, images, d]
-    labels = [(layer, head) for layer in layer_ids for head in range(n_heads)]
+    labels = [(layer, head) for layer in layer_ids for head in range(model.cfg.n_heads)]
     return out, labels
 
 
+@normalize_alias
 def textspan_model(
-    model: Any,
-    clip: Any,
+    model: HookedViT,
+    clip: TextEncoder,
     images: Tensor | Iterable[Any],
     texts: Sequence[str] | str,
     layers: int | Sequence[int] | None = None,
     m: int = 60,
     rank: int | None = 80,
     *,
-    ln_mode: str = "center",
-    normalize: bool = False,
+    ln_mode: LnMode = "center",
+    unit_output: bool = False,
     batch_size: int = 64,
     text_batch_size: int = 256,
     reconstruct: bool = False,
@@ -623,7 +429,8 @@ def textspan_model(
 
     Args:
         model: A :class:`vision_lens.HookedViT`.
-        clip: The matching :class:`vision_lens.CLIPText`.
+        clip: The matching text tower: a :class:`vision_lens.CLIPText` (or any
+            :class:`~vision_lens.protocols.TextEncoder`).
         images: Preprocessed images ``[N, 3, H, W]`` or an iterable of batches (a DataLoader).
         texts: The description pool, or the name of a shipped pool (``"general"``,
             ``"shapes"``; see :func:`vision_lens.text_pool`).
@@ -632,7 +439,8 @@ def textspan_model(
         m: Texts per head (clipped to the pool size and ``rank`` with a clear error otherwise).
         rank: Subspace rank (see :func:`textspan`).
         ln_mode: Decomposition's LayerNorm treatment.
-        normalize: Divide head outputs by the embedding norm (the paper's convention).
+        unit_output: Divide head outputs by the embedding norm (the paper's convention;
+            ``normalize``: its deprecated name).
         batch_size: Images per forward pass.
         text_batch_size: Texts per text-tower pass.
         reconstruct: Keep the reconstructions (``[heads, N, d_embed]``).
@@ -663,7 +471,7 @@ def textspan_model(
         images,
         layers,
         ln_mode=ln_mode,
-        normalize=normalize,
+        unit_output=unit_output,
         batch_size=batch_size,
         progress=progress,
     )
@@ -683,6 +491,6 @@ def textspan_model(
         "n_texts": len(texts),
         "n_images": outputs.shape[1],
         "ln_mode": ln_mode,
-        "normalize": normalize,
+        "unit_output": unit_output,
     }
     return result
