@@ -27,18 +27,18 @@ if TYPE_CHECKING:
     ImageLike: TypeAlias = PILImage | Tensor | np.ndarray
 
 
-def _numpy(x: Numbers) -> np.ndarray:
+def as_numpy(x: Numbers) -> np.ndarray:
     """A numpy array of ``x`` (tensors are detached, cast to float32 and moved to the CPU)."""
     if isinstance(x, Tensor):
         return x.detach().float().cpu().numpy()
     return np.asarray(x)
 
 
-def _image_array(image: ImageLike) -> np.ndarray:
+def image_array(image: ImageLike) -> np.ndarray:
     """A uint8 ``[H, W, 3]`` array from a PIL image, a uint8 HWC array or a float CHW tensor."""
     if hasattr(image, "convert"):  # PIL
         return np.asarray(image.convert("RGB"))
-    array = _numpy(image)
+    array = as_numpy(image)
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)
     if array.ndim != 3 or array.shape[-1] != 3:
@@ -49,13 +49,13 @@ def _image_array(image: ImageLike) -> np.ndarray:
     return array
 
 
-def _signed_range(values: np.ndarray) -> tuple[float, float]:
+def signed_range(values: np.ndarray) -> tuple[float, float]:
     """``(-bound, bound)`` with ``bound`` the largest magnitude (1 for all zeros)."""
     bound = float(np.abs(values).max()) or 1.0
     return -bound, bound
 
 
-def _image_trace(pixels: np.ndarray, **kw: Any) -> go.Image:
+def image_trace(pixels: np.ndarray, **kw: Any) -> go.Image:
     """An image trace carrying a PNG data URI (compact in HTML, unlike a pixel array).
 
     ``kw`` are any ``go.Image`` properties (``hoverinfo``, ``name``, ...).
@@ -68,9 +68,9 @@ def _image_trace(pixels: np.ndarray, **kw: Any) -> go.Image:
     return go.Image(source=uri, **kw)
 
 
-def _patch_grid(scores: Numbers) -> np.ndarray:
+def patch_grid(scores: Numbers) -> np.ndarray:
     """Float32 ``[rows, cols]`` patch scores; flat scores must fill a square grid."""
-    grid = _numpy(scores).astype(np.float32)
+    grid = as_numpy(scores).astype(np.float32)
     if grid.ndim == 1:
         grid = as_square_grid(torch.from_numpy(grid)).numpy()
     if grid.ndim != 2:
@@ -78,7 +78,7 @@ def _patch_grid(scores: Numbers) -> np.ndarray:
     return grid
 
 
-def _heat_trace(
+def heat_trace(
     grid: np.ndarray, image_hw: tuple[int, int], opacity: float, signed: bool | None, **kw: Any
 ) -> go.Heatmap:
     """A patch-resolution heatmap stretched over the image, smoothed (bilinearly) by plotly.
@@ -86,7 +86,7 @@ def _heat_trace(
     ``kw`` are any further ``go.Heatmap`` properties (``showscale``, ...).
     """
     signed = bool(grid.min() < 0 < grid.max()) if signed is None else signed
-    zmin, zmax = _signed_range(grid) if signed else (float(grid.min()), float(grid.max()))
+    zmin, zmax = signed_range(grid) if signed else (float(grid.min()), float(grid.max()))
     dy, dx = image_hw[0] / grid.shape[0], image_hw[1] / grid.shape[1]
     return go.Heatmap(
         z=grid,
@@ -104,6 +104,6 @@ def _heat_trace(
     )
 
 
-def _escape(text: object) -> str:
+def escape_html(text: object) -> str:
     """Text made safe for plotly's HTML-like hover labels and table cells."""
     return html.escape(str(text), quote=False)

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from torch import Tensor
 
-from vision_lens.plot._common import _heat_trace, _image_array, _image_trace
+from vision_lens.plot._common import heat_trace, image_array, image_trace
 from vision_lens.utils.checks import head_indices, layer_indices
 
 if TYPE_CHECKING:
@@ -192,12 +192,12 @@ def attention_pattern(
     hover = "patch row %{customdata[0]}, col %{customdata[1]}<br>attention %{z:.3g}<extra></extra>"
     cells = np.stack(np.meshgrid(range(grid[0]), range(grid[1]), indexing="ij"), -1)
     if image is not None:
-        pixels = _image_array(image)
-        heat = _heat_trace(values, pixels.shape[:2], opacity, signed=False)
+        pixels = image_array(image)
+        heat = heat_trace(values, pixels.shape[:2], opacity, signed=False)
         heat.update(zmin=0.0, customdata=cells, hovertemplate=hover, colorbar_title="attention")
-        fig.add_trace(_image_trace(pixels, hoverinfo="skip"))
+        fig.add_trace(image_trace(pixels, hoverinfo="skip"))
         fig.add_trace(heat)
-        # patch centres in pixel coordinates, as _heat_trace lays the cells out
+        # patch centres in pixel coordinates, as heat_trace lays the cells out
         dy, dx = pixels.shape[0] / grid[0], pixels.shape[1] / grid[1]
         y0, x0 = dy / 2 - 0.5, dx / 2 - 0.5
     else:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from vision_lens.plot._common import _numpy
+from vision_lens.plot._common import as_numpy
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -43,10 +43,10 @@ def layer_contributions(
         >>> len(layer_contributions(t, ["embed", "L0_attn", "bias"], t.sum(0)).data)
         2
     """
-    values = torch.as_tensor(_numpy(terms))
+    values = torch.as_tensor(as_numpy(terms))
     fig = go.Figure(go.Bar(x=list(labels), y=values.norm(dim=-1).mean(1).numpy(), name="mean norm"))
     if embed is not None:
-        unit = F.normalize(torch.as_tensor(_numpy(embed)), dim=-1)
+        unit = F.normalize(torch.as_tensor(as_numpy(embed)), dim=-1)
         projection = (values * unit[None]).sum(-1).mean(1).numpy()
         fig.add_trace(go.Bar(x=list(labels), y=projection, name="mean projection on embedding"))
     fig.update_layout(title=title, barmode="group", xaxis_title="component", yaxis_title="size")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
-from vision_lens.plot._common import _escape, _numpy, _signed_range
+from vision_lens.plot._common import as_numpy, escape_html, signed_range
 
 if TYPE_CHECKING:
     from typing import TypeAlias, TypeGuard
@@ -124,7 +124,7 @@ def _head_hover(
                     cells[row][head] = (
                         [texts] if isinstance(texts, str) else [str(t) for t in list(texts)[:top]]
                     )
-    return [["<br>".join(map(_escape, cell or [])) for cell in row] for row in cells]
+    return [["<br>".join(map(escape_html, cell or [])) for cell in row] for row in cells]
 
 
 def head_grid(
@@ -165,7 +165,7 @@ def head_grid(
         >>> head_grid(np.random.randn(2, 4), signed=True).data[0].zmid
         0.0
     """
-    values = _numpy(scores).astype(np.float64)
+    values = as_numpy(scores).astype(np.float64)
     if values.ndim != 2:
         raise ValueError(f"scores must be [layer, head], got shape {values.shape}.")
     layer_ids = list(range(values.shape[0])) if layers is None else [int(v) for v in layers]
@@ -173,7 +173,7 @@ def head_grid(
         raise ValueError(f"{len(layer_ids)} layers given for {values.shape[0]} rows of scores.")
     hover = None if labels is None else _head_hover(labels, values.shape, layer_ids, top)
     signed = bool(values.min() < 0 < values.max()) if signed is None else signed
-    zmin, zmax = _signed_range(values) if signed else (None, None)
+    zmin, zmax = signed_range(values) if signed else (None, None)
     fig = go.Figure(
         go.Heatmap(
             z=values,
@@ -280,7 +280,7 @@ def textspan_table(
             text = result.texts[index] if result.texts is not None else f"text #{index}"
             columns[0].append(result.label(row))
             columns[1].append(k + 1)
-            columns[2].append(_escape(text))
+            columns[2].append(escape_html(text))
             columns[3].append(f"{float(result.explained_variance[row, k]):.4g}")
             columns[4].append(f"{float(fraction[row, k]):.1%}")
             fills.append("#f2f2f2" if n % 2 else "white")

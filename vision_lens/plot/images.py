@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vision_lens.plot._common import _escape, _image_array, _image_trace, _numpy
+from vision_lens.plot._common import as_numpy, escape_html, image_array, image_trace
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -82,9 +82,9 @@ def segmentation_examples(
         >>> len(fig.data)  # per row: image, mask, one heatmap
         6
     """
-    masks = _numpy(masks).astype(bool)
+    masks = as_numpy(masks).astype(bool)
     n = len(masks)
-    maps = {name: _numpy(h).astype(np.float32) for name, h in heatmaps.items()}
+    maps = {name: as_numpy(h).astype(np.float32) for name, h in heatmaps.items()}
     for name, h in maps.items():
         if h.shape != masks.shape:
             raise ValueError(f"heatmaps[{name!r}] is {h.shape} but masks are {masks.shape}.")
@@ -100,7 +100,7 @@ def segmentation_examples(
         vertical_spacing=0.01,
     )
     for row in range(n):
-        pixels = _image_array(images[row])
+        pixels = image_array(images[row])
         gray = np.repeat(pixels.mean(-1, keepdims=True), 3, -1).astype(np.uint8)
         panels = [pixels, _overlay(gray, masks[row].astype(np.float32), 0.5, cmap)]
         for h in maps.values():
@@ -109,7 +109,7 @@ def segmentation_examples(
             values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
             panels.append(_overlay(gray, values, alpha, cmap))
         for col, panel in enumerate(panels, start=1):
-            fig.add_trace(_image_trace(_shrink(panel, max_side)), row=row + 1, col=col)
+            fig.add_trace(image_trace(_shrink(panel, max_side)), row=row + 1, col=col)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=150 * n + 80, width=150 * (2 + len(maps)) + 60)
@@ -163,13 +163,13 @@ def retrieval_grid(
         raise ValueError(f"{len(titles)} titles for {n} images.")
     values: list[float | None] = [None] * n
     if scores is not None:
-        flat = _numpy(scores) if not isinstance(scores, (list, tuple)) else scores
+        flat = as_numpy(scores) if not isinstance(scores, (list, tuple)) else scores
         if len(flat) != n:
             raise ValueError(f"{len(flat)} scores for {n} images.")
         values = [None if s is None or np.isnan(float(s)) else float(s) for s in flat]
     labels = []
     for i in range(n):
-        parts = [_escape(titles[i])] if titles is not None else []
+        parts = [escape_html(titles[i])] if titles is not None else []
         if values[i] is not None:
             parts.append(f"{values[i]:.3g}")
         labels.append("<br>".join(parts))
@@ -188,9 +188,9 @@ def retrieval_grid(
         vertical_spacing=label_px / plot_px if n_rows > 1 else 0.0,
     )
     for i in range(n):
-        pixels = _shrink(_image_array(images[i]), max_side)
+        pixels = _shrink(image_array(images[i]), max_side)
         fig.add_trace(
-            _image_trace(pixels, hoverinfo="skip", name=labels[i] or f"image {i}"),
+            image_trace(pixels, hoverinfo="skip", name=labels[i] or f"image {i}"),
             row=i // cols + 1,
             col=i % cols + 1,
         )

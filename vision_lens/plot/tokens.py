@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from vision_lens.plot._common import _heat_trace, _image_array, _image_trace, _numpy, _patch_grid
+from vision_lens.plot._common import as_numpy, heat_trace, image_array, image_trace, patch_grid
 from vision_lens.utils.grids import as_square_grid, upsample_grid
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def upsample_patch_scores(scores: Tensor | ArrayLike, size: tuple[int, int]) -> 
         >>> upsample_patch_scores(np.zeros((4, 4)), (32, 32)).shape
         (32, 32)
     """
-    grid = torch.as_tensor(_numpy(scores), dtype=torch.float32)
+    grid = torch.as_tensor(as_numpy(scores), dtype=torch.float32)
     if grid.dim() == 1:
         grid = as_square_grid(grid)
     return upsample_grid(grid, size).numpy()
@@ -67,10 +67,10 @@ def token_heatmap(
         >>> [trace.type for trace in fig.data]
         ['image', 'heatmap']
     """
-    pixels = _image_array(image)
+    pixels = image_array(image)
     fig = go.Figure()
-    fig.add_trace(_image_trace(pixels))
-    fig.add_trace(_heat_trace(_patch_grid(scores), pixels.shape[:2], opacity, signed))
+    fig.add_trace(image_trace(pixels))
+    fig.add_trace(heat_trace(patch_grid(scores), pixels.shape[:2], opacity, signed))
     fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False)
     return fig
 
@@ -102,7 +102,7 @@ def token_heatmap_grid(
         >>> len(fig.data)  # per row: the image, then image + heatmap per text
         14
     """
-    scores = _numpy(scores)
+    scores = as_numpy(scores)
     n_images, n_texts = scores.shape[:2]
     if n_images != len(images) or n_texts != len(texts):
         raise ValueError(
@@ -116,13 +116,13 @@ def token_heatmap_grid(
         vertical_spacing=0.01,
     )
     for row, image in enumerate(images, start=1):
-        pixels = _image_array(image)
-        fig.add_trace(_image_trace(pixels), row=row, col=1)
+        pixels = image_array(image)
+        fig.add_trace(image_trace(pixels), row=row, col=1)
         for col in range(n_texts):
-            grid = _patch_grid(scores[row - 1, col])
-            fig.add_trace(_image_trace(pixels), row=row, col=col + 2)
+            grid = patch_grid(scores[row - 1, col])
+            fig.add_trace(image_trace(pixels), row=row, col=col + 2)
             fig.add_trace(
-                _heat_trace(grid, pixels.shape[:2], opacity, signed=True, showscale=False),
+                heat_trace(grid, pixels.shape[:2], opacity, signed=True, showscale=False),
                 row=row,
                 col=col + 2,
             )
