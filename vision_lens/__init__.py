@@ -38,7 +38,7 @@ from vision_lens.analysis import (
     zero_shot_accuracy,
 )
 from vision_lens.analysis.batched import decompose_dataset
-from vision_lens.cache import ActivationCache, ComponentId
+from vision_lens.cache import ActivationCache, ComponentId, LayerTerms
 from vision_lens.config import HookedViTConfig
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
@@ -53,6 +53,7 @@ __all__ = [
     "CLIPText",
     "ComponentId",
     "Components",
+    "LayerTerms",
     "LinearReadout",
     "LoadedTower",
     "Readout",

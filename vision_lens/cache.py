@@ -48,12 +48,11 @@ given, so the ``[batch, layer, head, pos, d_embed]`` tensor is only built when a
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, ParamSpec, TypeVar
+from typing import Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -62,11 +61,10 @@ from transformer_lens import ActivationCache as _TLActivationCache
 
 from vision_lens.readout import LinearReadout
 from vision_lens.utils.checks import layer_indices
+from vision_lens.utils.deprecation import renamed_keyword
 
 LnMode = Literal["center", "split"]
 LN_MODES = ("center", "split")
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 class LayerTerms(NamedTuple):
@@ -81,22 +79,9 @@ class LayerTerms(NamedTuple):
     labels: list[ComponentId]
 
 
-def normalize_alias(function: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Decorator: accept ``normalize=``, the name of ``unit_output=`` before 0.2, with a
-    ``DeprecationWarning`` (removed in 0.3). "Normalise" means scaling one vector to unit norm
-    (``CLIPText.encode(normalize=True)``); ``unit_output`` divides terms by their sum's norm."""
-
-    @functools.wraps(function)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if "normalize" in kwargs:
-            msg = f"{function.__name__}: normalize= is now unit_output= (removed in 0.3)."
-            warnings.warn(msg, DeprecationWarning, stacklevel=2)
-            if "unit_output" in kwargs:
-                raise TypeError("Pass unit_output= alone: normalize= is its deprecated name.")
-            kwargs["unit_output"] = kwargs.pop("normalize")
-        return function(*args, **kwargs)
-
-    return wrapper
+# "Normalise" means scaling one vector to unit norm (CLIPText.encode(normalize=True));
+# unit_output divides terms by their sum's norm. normalize= was its name before 0.2.
+normalize_alias = renamed_keyword("normalize", "unit_output")
 
 
 @dataclass
