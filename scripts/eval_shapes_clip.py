@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from vision_lens.shapes.clip_model import register_config
 from vision_lens.shapes.evaluate import TEST_SEED, evaluate_shapes_clip, format_report
 from vision_lens.shapes.pretrained import (
     register_shapes_config,
     shapes_eval_path,
     shapes_weights_path,
 )
-from vision_lens.shapes.train import register_config
 
 
 def main(argv: list[str] | None = None) -> int:

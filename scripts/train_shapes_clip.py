@@ -15,7 +15,8 @@ import argparse
 import json
 import sys
 
-from vision_lens.shapes.train import SHAPES_MODEL_NAME, TrainConfig, train_shapes_clip
+from vision_lens.shapes.clip_model import SHAPES_MODEL_NAME, TrainConfig
+from vision_lens.shapes.train import train_shapes_clip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,11 @@ import torch
 from PIL import Image
 
 from vision_lens.shapes import BACKGROUNDS, POSITIONS, SHAPES, generate, sample_captions
-from vision_lens.shapes.evaluate import encode_images, ensemble_texts, zero_shot_accuracy
+from vision_lens.shapes.captions import true_captions
+from vision_lens.shapes.clip_model import TrainConfig, build_model, shapes_clip_config
+from vision_lens.shapes.encoding import encode_images, encode_text_trimmed, images_to_tensor
+from vision_lens.shapes.evaluate import attribute_accuracy, ensemble_texts, zero_shot_accuracy
+from vision_lens.shapes.objectives import attribute_targets, multi_positive_clip_loss
 from vision_lens.shapes.pretrained import (
     SHAPES_MODEL_NAME,
     load_shapes_open_clip,
@@ -21,20 +25,8 @@ from vision_lens.shapes.pretrained import (
     shapes_tokenizer,
     shapes_weights_path,
 )
-from vision_lens.shapes.train import (
-    CaptionTokenizer,
-    TrainConfig,
-    TrainingScenes,
-    attribute_targets,
-    build_model,
-    encode_text_trimmed,
-    images_to_tensor,
-    multi_positive_clip_loss,
-    shapes_clip_config,
-    train_shapes_clip,
-    true_captions,
-    warm_start_image_tower,
-)
+from vision_lens.shapes.train import train_shapes_clip, warm_start_image_tower
+from vision_lens.shapes.train_data import CaptionTokenizer, TrainingScenes
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
 
@@ -102,12 +94,12 @@ def test_preprocess_equals_images_to_tensor(shipped, heldout):
 
 @needs_weights
 @pytest.mark.parametrize("attribute", ["color", "shape", "position"])
-def test_zero_shot_accuracy_on_heldout_scenes(shipped, heldout, attribute):
+def test_attribute_accuracy_on_heldout_scenes(shipped, heldout, attribute):
     model, _, tokenizer = shipped
     feats = encode_images(model, heldout.images)
-    res = zero_shot_accuracy(model, tokenizer, heldout, attribute, image_features=feats)
+    res = attribute_accuracy(model, tokenizer, heldout, attribute, image_features=feats)
     assert res["accuracy"] >= 0.8, res["most_confused"]
-    ens = zero_shot_accuracy(
+    ens = attribute_accuracy(
         model,
         tokenizer,
         heldout,
@@ -116,6 +108,72 @@ def test_zero_shot_accuracy_on_heldout_scenes(shipped, heldout, attribute):
         image_features=feats,
     )
     assert ens["accuracy"] >= 0.85
+
+
+@needs_weights
+def test_zero_shot_accuracy_is_a_deprecated_alias(shipped, heldout):
+    model, _, tokenizer = shipped
+    scenes = heldout.subset(range(40))
+    with pytest.warns(DeprecationWarning, match="attribute_accuracy"):
+        old = zero_shot_accuracy(model, tokenizer, scenes, "shape", top_confusions=1)
+    new = attribute_accuracy(model, tokenizer, scenes, "shape", top_confusions=1)
+    np.testing.assert_equal(old, new)  # per_class is NaN for shapes without scenes
+
+
+def test_old_train_and_evaluate_import_paths_still_work():
+    from vision_lens.shapes import clip_model, encoding, objectives, train, train_data
+    from vision_lens.shapes import evaluate as evaluate_module
+
+    moved = {
+        clip_model: [
+            "SHAPES_MODEL_NAME",
+            "TrainConfig",
+            "build_model",
+            "init_sincos_pos_embed",
+            "register_config",
+            "save_weights",
+            "shapes_clip_config",
+            "write_config",
+        ],
+        encoding: ["IMAGE_MEAN", "IMAGE_STD", "encode_text_trimmed", "images_to_tensor"],
+        train_data: [
+            "MULTI_MODE_WEIGHTS",
+            "SINGLE_MODE_WEIGHTS",
+            "VALIDATION_SEED",
+            "CaptionTokenizer",
+            "TrainingScenes",
+            "make_training_scenes",
+            "sample_batch_captions",
+        ],
+        objectives: [
+            "ATTRIBUTE_LOSS_WEIGHTS",
+            "WARM_OBJECT_ATTRIBUTES",
+            "attribute_loss",
+            "attribute_targets",
+            "lr_at",
+            "make_attribute_probes",
+            "multi_positive_clip_loss",
+        ],
+    }
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(train, name) is getattr(module, name), name
+    assert train.true_captions is true_captions
+    assert train.register_shapes_config is register_shapes_config
+    for name in ("encode_images", "encode_texts", "class_embeddings"):
+        assert getattr(evaluate_module, name) is getattr(encoding, name), name
+
+
+def test_shapes_modules_import_each_other_without_cycles():
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("vision_lens")
+    shapes = sorted(m for m in graph.modules if m.startswith("vision_lens.shapes."))
+    for importer in shapes:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            if imported.startswith("vision_lens.shapes."):
+                assert not graph.chain_exists(importer=imported, imported=importer), (
+                    f"import cycle: {importer} <-> {imported}"
+                )
 
 
 def test_images_to_tensor_shape_and_values():

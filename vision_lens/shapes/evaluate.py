@@ -1,7 +1,9 @@
 """Zero-shot evaluation of a CLIP on the shapes world (used for the shipped model's report).
 
 Works on any open_clip ``CLIP`` (``encode_image`` / ``encode_text``) with a tokenizer; images go
-through :func:`vision_lens.shapes.train.images_to_tensor` (what ``model.preprocess`` does).
+through :func:`vision_lens.shapes.encoding.images_to_tensor` (what ``model.preprocess`` does).
+:func:`attribute_accuracy` classifies one attribute zero-shot; :func:`evaluate_shapes_clip` runs
+it for every attribute and prompt ensemble, plus the spurious split.
 
 Example:
     >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
@@ -14,28 +16,42 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vision_lens.shapes.generator import (
+from vision_lens.shapes.captions import caption_for, prompts
+from vision_lens.shapes.dataset import ShapesDataset
+from vision_lens.shapes.encoding import Tokenizer, class_embeddings, encode_images
+
+# Re-exported: encode_images, encode_texts and class_embeddings were defined here before
+# vision_lens.shapes.encoding.
+from vision_lens.shapes.encoding import encode_texts as encode_texts
+from vision_lens.shapes.generator import generate, labels, spurious_split
+from vision_lens.shapes.vocabulary import (
+    ANGULAR_SHAPES,
     COLORS,
     POSITIONS,
+    ROUND_SHAPES,
     SHAPES,
     SIZES,
     TEXTURES,
     VOCABULARY,
-    ShapesDataset,
-    caption_for,
-    generate,
-    labels,
-    prompts,
-    spurious_split,
 )
-from vision_lens.shapes.train import images_to_tensor
+
+__all__ = [
+    "ATTRIBUTES",
+    "TEST_SEED",
+    "attribute_accuracy",
+    "ensemble_texts",
+    "evaluate_shapes_clip",
+    "format_report",
+    "spurious_worst_group",
+    "zero_shot_accuracy",
+]
 
 #: Attributes with zero-shot prompts, in report order (the first three are the quality gate).
 ATTRIBUTES = ("color", "shape", "position", "size", "texture", "background")
@@ -44,40 +60,6 @@ TEST_SEED = 10_000
 
 _BASE = {"shape": "circle", "color": "red", "size": "medium", "position": "center"}
 _BASE["texture"] = "solid"
-
-
-@torch.no_grad()
-def encode_images(
-    model: torch.nn.Module, images: np.ndarray, batch_size: int = 500, *, normalize: bool = True
-):
-    """Image embeddings ``[n, d]`` of uint8 images ``[n, H, W, 3]``, unit-normalised unless
-    ``normalize=False``."""
-    out = [
-        model.encode_image(images_to_tensor(images[i : i + batch_size]))
-        for i in range(0, len(images), batch_size)
-    ]
-    feats = torch.cat(out).float()
-    return F.normalize(feats, dim=-1) if normalize else feats
-
-
-@torch.no_grad()
-def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[str]):
-    """Normalised text embeddings ``[k, d]``."""
-    return F.normalize(model.encode_text(tokenizer(list(texts))).float(), dim=-1)
-
-
-@torch.no_grad()
-def class_embeddings(
-    model: torch.nn.Module, tokenizer: Callable, class_texts: Sequence[Sequence[str]]
-) -> torch.Tensor:
-    """One embedding per class: the renormalised mean of its texts' normalised embeddings."""
-    flat = [t for texts in class_texts for t in texts]
-    emb = encode_texts(model, tokenizer, flat)
-    out, i = [], 0
-    for texts in class_texts:
-        out.append(emb[i : i + len(texts)].mean(0))
-        i += len(texts)
-    return F.normalize(torch.stack(out), dim=-1)
 
 
 def _obj(**kw: str) -> dict[str, str]:
@@ -135,9 +117,9 @@ def ensemble_texts(attribute: str, kind: str = "grammar") -> list[list[str]]:
 
 
 @torch.no_grad()
-def zero_shot_accuracy(
+def attribute_accuracy(
     model: torch.nn.Module,
-    tokenizer: Callable,
+    tokenizer: Tokenizer,
     dataset: ShapesDataset,
     attribute: str,
     *,
@@ -159,6 +141,14 @@ def zero_shot_accuracy(
     Returns:
         ``accuracy``, ``per_class`` accuracy, ``confusion`` (rows true, columns predicted),
         ``most_confused`` (``[true, predicted, count]``), ``predictions``.
+
+    Example:
+        >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
+        >>> model, _ = load_shapes_open_clip()
+        >>> scenes = generate(100, seed=10_000, n_objects=1)
+        >>> res = attribute_accuracy(model, shapes_tokenizer(), scenes, "color")
+        >>> res["accuracy"] > 0.9, len(res["per_class"]) == len(COLORS)
+        (True, True)
     """
     vocab = VOCABULARY[attribute]
     y = labels(dataset, attribute)
@@ -186,18 +176,67 @@ def zero_shot_accuracy(
     }
 
 
+def zero_shot_accuracy(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    dataset: ShapesDataset,
+    attribute: str,
+    *,
+    class_texts: Sequence[Sequence[str]] | None = None,
+    image_features: torch.Tensor | None = None,
+    top_confusions: int = 3,
+) -> dict[str, Any]:
+    """Deprecated name of :func:`attribute_accuracy` (renamed in 0.2; removed in 0.3).
+
+    Renamed because :func:`vision_lens.zero_shot_accuracy` is a different function (the accuracy
+    of given image embeddings against given class embeddings, a float). Emits a
+    ``DeprecationWarning``.
+
+    Example:
+        >>> import warnings
+        >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
+        >>> model, _ = load_shapes_open_clip()
+        >>> scenes = generate(20, seed=10_000, n_objects=1)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     res = zero_shot_accuracy(model, shapes_tokenizer(), scenes, "shape")
+        >>> caught[0].category.__name__, res["accuracy"] > 0.5
+        ('DeprecationWarning', True)
+    """
+    warnings.warn(
+        "vision_lens.shapes.evaluate.zero_shot_accuracy is now attribute_accuracy (the old name "
+        "is removed in 0.3).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return attribute_accuracy(
+        model,
+        tokenizer,
+        dataset,
+        attribute,
+        class_texts=class_texts,
+        image_features=image_features,
+        top_confusions=top_confusions,
+    )
+
+
 @torch.no_grad()
 def spurious_worst_group(
-    model: torch.nn.Module, tokenizer: Callable, n: int = 2000, seed: int = 0
+    model: torch.nn.Module, tokenizer: Tokenizer, n: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """Zero-shot round-vs-angular accuracy per group on ``spurious_split(n, "test", seed)``.
 
     Methods: ``prompt`` ("an angular shape" / "a round shape", words the training captions never
     use), ``shape_ensemble`` (each class is the mean embedding of its shapes' ``grammar``
     ensembles) and ``shape_argmax`` (classify the 8 shapes, then map to round/angular).
-    """
-    from vision_lens.shapes.generator import ANGULAR_SHAPES, ROUND_SHAPES
 
+    Example:
+        >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
+        >>> model, _ = load_shapes_open_clip()
+        >>> res = spurious_worst_group(model, shapes_tokenizer(), n=40)
+        >>> sorted(res["shape_argmax"]), res["shape_argmax"]["worst_group"] <= 1.0
+        (['accuracy', 'groups', 'worst_group'], True)
+    """
     ds = spurious_split(n, "test", seed=seed)
     feats = encode_images(model, ds.images)
     shape_texts = ensemble_texts("shape", "grammar")
@@ -235,7 +274,7 @@ def spurious_worst_group(
 @torch.no_grad()
 def evaluate_shapes_clip(
     model: torch.nn.Module,
-    tokenizer: Callable,
+    tokenizer: Tokenizer,
     n: int = 2000,
     seed: int = TEST_SEED,
     spurious_n: int = 2000,
@@ -247,6 +286,13 @@ def evaluate_shapes_clip(
         A JSON-serialisable dict: per attribute and prompt kind (``single``, ``compound``,
         ``grammar``) the accuracy, per-class accuracy and most confused pairs; the best kind per
         attribute; and :func:`spurious_worst_group`.
+
+    Example:
+        >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
+        >>> model, _ = load_shapes_open_clip()  # doctest: +SKIP
+        >>> report = evaluate_shapes_clip(model, shapes_tokenizer())  # doctest: +SKIP
+        >>> report["attributes"]["shape"]["best_kind"]  # doctest: +SKIP
+        'single'
     """
     model.eval()
     ds = generate(n, seed=seed, n_objects=1)
@@ -255,7 +301,7 @@ def evaluate_shapes_clip(
     for attr in ATTRIBUTES:
         kinds = {}
         for kind in ("single", "compound", "grammar"):
-            res = zero_shot_accuracy(
+            res = attribute_accuracy(
                 model,
                 tokenizer,
                 ds,
@@ -273,7 +319,15 @@ def evaluate_shapes_clip(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Markdown tables of an :func:`evaluate_shapes_clip` report."""
+    """Markdown tables of an :func:`evaluate_shapes_clip` report.
+
+    Example:
+        >>> import json
+        >>> from vision_lens.shapes.pretrained import shapes_eval_path
+        >>> print(format_report(json.loads(shapes_eval_path().read_text())))  # doctest: +ELLIPSIS
+        Zero-shot accuracy on 2000 held-out single-object scenes (seed 10000).
+        ...
+    """
     lines = [
         f"Zero-shot accuracy on {report['n']} held-out single-object scenes "
         f"(seed {report['seed']}).",

@@ -6,16 +6,26 @@ and ``HookedViT.from_open_clip`` exactly like a real checkpoint. Retrain it with
 ``scripts/train_shapes_clip.py`` (see :mod:`vision_lens.shapes.train`).
 
 Example:
-    >>> from vision_lens.shapes.pretrained import load_shapes_open_clip
-    >>> model, preprocess = load_shapes_open_clip()  # doctest: +SKIP
-    >>> tokenizer = shapes_tokenizer()  # doctest: +SKIP
+    >>> from vision_lens.shapes.pretrained import load_shapes_open_clip, shapes_tokenizer
+    >>> model, preprocess = load_shapes_open_clip()
+    >>> tokenizer = shapes_tokenizer()
+    >>> model.encode_text(tokenizer(["a red circle"])).shape
+    torch.Size([1, 128])
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vision_lens.shapes.train import SHAPES_MODEL_NAME
+from vision_lens.shapes.clip_model import SHAPES_MODEL_NAME, register_config
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from vision_lens.shapes.encoding import Tokenizer
 
 __all__ = [
     "SHAPES_MODEL_NAME",
@@ -31,30 +41,49 @@ _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def shapes_weights_path() -> Path:
-    """Path of the shipped float16 safetensors weights."""
+    """Path of the shipped float16 safetensors weights.
+
+    Example:
+        >>> shapes_weights_path().name
+        'shapes_clip.safetensors'
+    """
     return _WEIGHTS_DIR / "shapes_clip.safetensors"
 
 
 def shapes_config_path() -> Path:
-    """Path of the shipped open_clip model-config JSON (its stem is the model name)."""
+    """Path of the shipped open_clip model-config JSON (its stem is the model name).
+
+    Example:
+        >>> shapes_config_path().stem == SHAPES_MODEL_NAME
+        True
+    """
     return _WEIGHTS_DIR / f"{SHAPES_MODEL_NAME}.json"
 
 
 def shapes_eval_path() -> Path:
-    """Path of the shipped evaluation report (``scripts/eval_shapes_clip.py``)."""
+    """Path of the shipped evaluation report (``scripts/eval_shapes_clip.py``).
+
+    Example:
+        >>> shapes_eval_path().suffix
+        '.json'
+    """
     return _WEIGHTS_DIR / "shapes_clip_eval.json"
 
 
 def register_shapes_config() -> str:
-    """Registers the shapes-world config with open_clip (idempotent); returns the model name."""
-    import open_clip
+    """Registers the shapes-world config with open_clip (idempotent); returns the model name.
 
-    if SHAPES_MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(shapes_config_path())
-    return SHAPES_MODEL_NAME
+    Example:
+        >>> import open_clip
+        >>> register_shapes_config() in open_clip.list_models()
+        True
+    """
+    return register_config(shapes_config_path())
 
 
-def load_shapes_open_clip(device: str | None = None):
+def load_shapes_open_clip(
+    device: str | torch.device | None = None,
+) -> tuple[torch.nn.Module, Callable[[Image.Image], torch.Tensor]]:
     """The shipped model as a plain open_clip model.
 
     Args:
@@ -62,7 +91,12 @@ def load_shapes_open_clip(device: str | None = None):
 
     Returns:
         ``(model, preprocess)``: the ``CLIP`` in eval mode and its eval image transform (for a
-        64x64 image the same as :func:`vision_lens.shapes.train.images_to_tensor`).
+        64x64 image the same as :func:`vision_lens.shapes.encoding.images_to_tensor`).
+
+    Example:
+        >>> model, preprocess = load_shapes_open_clip()
+        >>> model.training, model.visual.image_size
+        (False, (64, 64))
     """
     import open_clip
 
@@ -74,8 +108,13 @@ def load_shapes_open_clip(device: str | None = None):
     return model, preprocess
 
 
-def shapes_tokenizer():
-    """open_clip's tokenizer for the shapes-world model (context length 64)."""
+def shapes_tokenizer() -> Tokenizer:
+    """open_clip's tokenizer for the shapes-world model (context length 64).
+
+    Example:
+        >>> shapes_tokenizer()(["a red circle"]).shape
+        torch.Size([1, 64])
+    """
     import open_clip
 
     return open_clip.get_tokenizer(register_shapes_config())
