@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.tiny import tiny_model
 
 import vision_lens as vl
 from vision_lens import plot
@@ -172,10 +173,7 @@ def _assert_offline(page: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = vl.HookedViTConfig(
-        n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=32, patch_size=8
-    )
-    model = vl.HookedViT(cfg).init_weights(seed=0)
+    model = tiny_model(image_size=32)
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     _, cache = model.run_with_cache(images)
     return images, cache

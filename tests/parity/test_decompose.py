@@ -29,6 +29,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from support.arch_open_clip import FULL_SIZE
 from support.oc_helpers import build_visual, free_memory, images, max_err, perturb_
 
 import vision_lens as vl
@@ -41,16 +42,17 @@ MARGIN = 100
 # The same for single (layer, head, token) elements, held to a much tighter tolerance.
 ELEMENT_MARGIN = 10
 
-# label -> (open_clip config, vision_cfg overrides, batch)
-ARCHS: dict[str, tuple[str, dict, int]] = {
-    "ViT-B-32": ("ViT-B-32", {}, 2),
-    "ViT-B-16": ("ViT-B-16", {}, 2),
-    "ViT-L-14": ("ViT-L-14", {}, 1),
-    "ViT-B-32-quickgelu": ("ViT-B-32-quickgelu", {}, 2),
-    # Layer scale; perturb_ draws the gammas with std 0.5 (both signs) so folding matters.
-    "ViT-B-32+layer-scale": ("ViT-B-32", {"ls_init_value": 1e-5}, 2),
-    # Non-224 input: 10 x 10 patches + class token = 101 positions.
-    "ViT-B-16@160": ("ViT-B-16", {"image_size": 160}, 2),
+# Rows of support.arch_open_clip.FULL_SIZE, at real size (the paper's towers).
+ARCHS = {
+    label: FULL_SIZE[label]
+    for label in (
+        "ViT-B-32",
+        "ViT-B-16",
+        "ViT-L-14",
+        "ViT-B-32-quickgelu",
+        "ViT-B-32+layer-scale",
+        "ViT-B-16@160",
+    )
 }
 # The three kinds of cache are compared on these (a full cache of every hook is big).
 CACHE_ARCHS = ("ViT-B-32", "ViT-B-16@160")
@@ -58,10 +60,10 @@ CACHE_ARCHS = ("ViT-B-32", "ViT-B-16@160")
 SLOW_FLOAT64 = {"ViT-L-14", "ViT-B-16"}
 
 
-def _run_params():
+def _run_params(labels=tuple(ARCHS), dtypes=(torch.float32, torch.float64)):
     params = []
-    for dtype in (torch.float32, torch.float64):
-        for label in ARCHS:
+    for dtype in dtypes:
+        for label in labels:
             marks = [pytest.mark.slow] if dtype is torch.float64 and label in SLOW_FLOAT64 else []
             name = f"{label}-{str(dtype).removeprefix('torch.')}"
             params.append(pytest.param((label, dtype), id=name, marks=marks))
@@ -126,13 +128,43 @@ class Run:
         return err
 
 
+_BUILT: dict[tuple[str, torch.dtype], Run] = {}
+
+
+def _get_run(label: str, dtype: torch.dtype) -> Run:
+    """The Run for (label, dtype), built once while consecutive tests use it; only one is kept
+    (memory), so fixtures over different subsets of ARCHS share builds where pytest groups them."""
+    if (label, dtype) not in _BUILT:
+        _BUILT.clear()
+        free_memory()
+        _BUILT[label, dtype] = Run(label, dtype)
+    return _BUILT[label, dtype]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_runs():
+    yield
+    _BUILT.clear()
+    free_memory()
+
+
 @pytest.fixture(scope="module", params=_run_params())
 def run(request):
-    label, dtype = request.param
-    result = Run(label, dtype)
-    yield result
-    del result
-    free_memory()
+    """Every architecture in float32 and float64."""
+    return _get_run(*request.param)
+
+
+@pytest.fixture(scope="module", params=_run_params(labels=CACHE_ARCHS))
+def cache_run(request):
+    """The architectures the three kinds of cache are compared on (the cache plumbing does not
+    depend on the tower; a full cache of every hook is big)."""
+    return _get_run(*request.param)
+
+
+@pytest.fixture(scope="module", params=_run_params(dtypes=(torch.float32,)))
+def run32(request):
+    """Every architecture in float32 (shapes and labels do not depend on dtype)."""
+    return _get_run(*request.param)
 
 
 @pytest.fixture(params=MODES)
@@ -272,9 +304,8 @@ def test_unit_output_gives_unit_embedding(run, mode):
 
 
 @torch.no_grad()
-def test_caches_give_the_same_decompositions(run, mode):
-    if run.label not in CACHE_ARCHS:
-        pytest.skip(f"the cache plumbing does not depend on the tower; checked on {CACHE_ARCHS}")
+def test_caches_give_the_same_decompositions(cache_run, mode):
+    run = cache_run
     gen = torch.Generator().manual_seed(3)
     texts = torch.randn(4, run.model.cfg.d_embed, generator=gen, dtype=run.dtype)
 
@@ -300,9 +331,8 @@ def test_caches_give_the_same_decompositions(run, mode):
 
 
 @torch.no_grad()
-def test_shapes_and_labels(run):
-    if run.dtype is not torch.float32:
-        pytest.skip("shapes do not depend on dtype")
+def test_shapes_and_labels(run32):
+    run = run32
     cfg = run.model.cfg
     b, n_layers, h, p, d = run.x.shape[0], cfg.n_layers, cfg.n_heads, cfg.n_pos, cfg.d_embed
     cache = run.decomp

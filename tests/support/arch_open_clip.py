@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import open_clip
 import torch
@@ -42,6 +42,53 @@ def _timm(name_overrides: dict[str, Any] | None = None, **kwargs: Any) -> dict[s
         "timm_model_kwargs": {**_TIMM_SMALL, **kwargs},
         **(name_overrides or {}),
     }
+
+
+class OpenClipTower(NamedTuple):
+    """A full-size open_clip CLIP tower: config name, ``vision_cfg`` overrides, test batch."""
+
+    config: str
+    overrides: dict[str, Any]
+    batch: int
+
+
+# Full-size CLIP towers (random weights), by label. Tests at real size pick from this one table:
+# output and every block against open_clip (tests/unit/test_hooked_vit.py) and the decomposition
+# against the paper's reference code (tests/parity/test_decompose.py). The small rows of every
+# open_clip family are OPEN_CLIP_ROWS below (the parity registry).
+FULL_SIZE: dict[str, OpenClipTower] = {
+    "ViT-B-32": OpenClipTower("ViT-B-32", {}, 2),
+    "ViT-B-16": OpenClipTower("ViT-B-16", {}, 2),
+    "ViT-L-14": OpenClipTower("ViT-L-14", {}, 1),
+    # OpenAI CLIP's architecture: QuickGELU (the `openai` tags of ViT-B-32 use this config).
+    "ViT-B-32-quickgelu": OpenClipTower("ViT-B-32-quickgelu", {}, 2),
+    # Layer scale (ls_init_value=1e-4 in the config; gammas randomised by perturb_).
+    "ViT-M-16-alt": OpenClipTower("ViT-M-16-alt", {}, 2),
+    "ViT-B-32-256": OpenClipTower("ViT-B-32-256", {}, 2),
+    # Layer scale; perturb_ draws the gammas with std 0.5 (both signs) so folding matters.
+    "ViT-B-32+layer-scale": OpenClipTower("ViT-B-32", {"ls_init_value": 1e-5}, 2),
+    # Non-224 input: 10 x 10 patches + class token = 101 positions.
+    "ViT-B-16@160": OpenClipTower("ViT-B-16", {"image_size": 160}, 2),
+    # Variants of one feature each; 4 layers are enough to exercise the feature.
+    "ViT-B-32@160x256": OpenClipTower("ViT-B-32", {"image_size": (160, 256), "layers": 4}, 2),
+    "ViT-B-32+final_ln_after_pool": OpenClipTower(
+        "ViT-B-32", {"final_ln_after_pool": True, "layers": 4}, 2
+    ),
+    "ViT-B-32+no_ln_pre": OpenClipTower("ViT-B-32", {"no_ln_pre": True, "layers": 4}, 2),
+    "ViT-B-32+gelu_tanh": OpenClipTower(
+        "ViT-B-32", {"act_kwargs": {"approximate": "tanh"}, "layers": 4}, 2
+    ),
+    "ViT-B-32+eps1e-6": OpenClipTower("ViT-B-32", {"norm_kwargs": {"eps": 1e-6}, "layers": 4}, 2),
+    "ViT-B-32+ls0.1": OpenClipTower("ViT-B-32", {"ls_init_value": 0.1, "layers": 4}, 2),
+    # 8 heads of width 32 on a 256-wide model (the name says nothing about heads).
+    "w256-hw32": OpenClipTower("ViT-B-32", {"width": 256, "head_width": 32, "layers": 4}, 2),
+    # The big ones: slow suite only.
+    "ViT-B-16@288": OpenClipTower("ViT-B-16", {"image_size": 288}, 1),
+    "ViT-L-14-336": OpenClipTower("ViT-L-14-336", {}, 1),
+    "ViT-H-14": OpenClipTower("ViT-H-14", {}, 1),
+    "ViT-g-14": OpenClipTower("ViT-g-14", {}, 1),
+    "ViT-bigG-14": OpenClipTower("ViT-bigG-14", {}, 1),
+}
 
 
 OPEN_CLIP_ROWS: list[tuple[str, str, dict[str, Any]]] = [

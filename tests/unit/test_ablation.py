@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import tiny_model
 
-import vision_lens as vl
 from vision_lens.analysis import (
     Components,
     ablated_embedding,
@@ -29,10 +29,7 @@ from vision_lens.analysis.textspan import TextSpanResult
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = vl.HookedViTConfig(
-        n_layers=3, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=16, patch_size=8
-    )
-    model = vl.HookedViT(cfg).init_weights(seed=0)
+    model = tiny_model(n_layers=3)
     images = torch.randn(7, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     return model, images
 

@@ -14,43 +14,41 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as F
+from support.arch_open_clip import FULL_SIZE
 from support.oc_helpers import build_visual, free_memory, images, max_err, open_clip_block_outputs
+from support.tiny import tiny_model
 
 import vision_lens as vl
 
 F32_TOL = 1e-5
 F64_TOL = 1e-10
 
-# name -> (open_clip config, vision_cfg overrides, batch)
-ARCHS: dict[str, tuple[str, dict, int]] = {
-    "ViT-B-32": ("ViT-B-32", {}, 2),
-    "ViT-B-16": ("ViT-B-16", {}, 2),
-    "ViT-L-14": ("ViT-L-14", {}, 1),
-    # OpenAI CLIP's architecture: QuickGELU (the `openai` tags of ViT-B-32 use this config).
-    "ViT-B-32-quickgelu": ("ViT-B-32-quickgelu", {}, 2),
-    # Layer scale (ls_init_value=1e-4 in the config; gammas randomised by perturb_).
-    "ViT-M-16-alt": ("ViT-M-16-alt", {}, 2),
-    "ViT-B-32-256": ("ViT-B-32-256", {}, 2),
-    # Variants of one feature each; 4 layers are enough to exercise the feature.
-    "ViT-B-32@160x256": ("ViT-B-32", {"image_size": (160, 256), "layers": 4}, 2),
-    "ViT-B-32+final_ln_after_pool": ("ViT-B-32", {"final_ln_after_pool": True, "layers": 4}, 2),
-    "ViT-B-32+no_ln_pre": ("ViT-B-32", {"no_ln_pre": True, "layers": 4}, 2),
-    "ViT-B-32+gelu_tanh": ("ViT-B-32", {"act_kwargs": {"approximate": "tanh"}, "layers": 4}, 2),
-    "ViT-B-32+eps1e-6": ("ViT-B-32", {"norm_kwargs": {"eps": 1e-6}, "layers": 4}, 2),
-    "ViT-B-32+ls0.1": ("ViT-B-32", {"ls_init_value": 0.1, "layers": 4}, 2),
-    # 8 heads of width 32 on a 256-wide model (the name says nothing about heads).
-    "w256-hw32": ("ViT-B-32", {"width": 256, "head_width": 32, "layers": 4}, 2),
+# Checked against open_clip in the default run (rows of support.arch_open_clip.FULL_SIZE).
+ARCHS = {
+    label: FULL_SIZE[label]
+    for label in (
+        "ViT-B-32",
+        "ViT-B-16",
+        "ViT-L-14",
+        "ViT-B-32-quickgelu",
+        "ViT-M-16-alt",
+        "ViT-B-32-256",
+        "ViT-B-32@160x256",
+        "ViT-B-32+final_ln_after_pool",
+        "ViT-B-32+no_ln_pre",
+        "ViT-B-32+gelu_tanh",
+        "ViT-B-32+eps1e-6",
+        "ViT-B-32+ls0.1",
+        "w256-hw32",
+    )
 }
 
 # float64 copies of these run only in the slow suite.
 SLOW_FLOAT64 = ["ViT-L-14"]
 
-SLOW_ARCHS: dict[str, tuple[str, dict, int]] = {
-    "ViT-B-16@288": ("ViT-B-16", {"image_size": 288}, 1),
-    "ViT-L-14-336": ("ViT-L-14-336", {}, 1),
-    "ViT-H-14": ("ViT-H-14", {}, 1),
-    "ViT-g-14": ("ViT-g-14", {}, 1),
-    "ViT-bigG-14": ("ViT-bigG-14", {}, 1),
+SLOW_ARCHS = {
+    label: FULL_SIZE[label]
+    for label in ("ViT-B-16@288", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14")
 }
 
 
@@ -64,17 +62,40 @@ class Arch(NamedTuple):
     block_outs: list[torch.Tensor]  # open_clip's residual stream after every block
 
 
+_BUILT: dict[str, Arch] = {}
+
+
+def _get_arch(label: str) -> Arch:
+    """Built and run through open_clip once while consecutive tests use it; only one is kept."""
+    if label not in _BUILT:
+        _BUILT.clear()
+        free_memory()
+        config, overrides, batch = ARCHS[label]
+        visual = build_visual(config, **overrides)
+        model = vl.HookedViT.from_open_clip_model(visual)
+        x = images(batch, tuple(visual.image_size), seed=1)
+        ref, block_outs = open_clip_block_outputs(visual, x)
+        _BUILT[label] = Arch(label, visual, model, x, ref, block_outs)
+    return _BUILT[label]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_archs():
+    yield
+    _BUILT.clear()
+    free_memory()
+
+
 @pytest.fixture(scope="module", params=list(ARCHS))
 def arch(request):
-    """Built and run through open_clip once per architecture."""
-    config, overrides, batch = ARCHS[request.param]
-    visual = build_visual(config, **overrides)
-    model = vl.HookedViT.from_open_clip_model(visual)
-    x = images(batch, tuple(visual.image_size), seed=1)
-    ref, block_outs = open_clip_block_outputs(visual, x)
-    yield Arch(request.param, visual, model, x, ref, block_outs)
-    del visual, model, block_outs
-    free_memory()
+    """Every architecture of ARCHS."""
+    return _get_arch(request.param)
+
+
+@pytest.fixture(scope="module", params=[label for label in ARCHS if label not in SLOW_FLOAT64])
+def arch_f64(request):
+    """The architectures whose float64 copy runs in the default suite."""
+    return _get_arch(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +111,8 @@ def x2():
     return images(2, 224, seed=5)
 
 
-def tiny_model(n_layers: int = 2, **kw) -> vl.HookedViT:
-    cfg = vl.HookedViTConfig(
-        n_layers=n_layers,
-        d_model=32,
-        n_heads=4,
-        d_mlp=64,
-        d_embed=16,
-        image_size=16,
-        patch_size=8,
-        **kw,
-    )
-    return vl.HookedViT(cfg).init_weights(seed=0, std=0.2)
+def tiny(n_layers: int = 2, **kw) -> vl.HookedViT:
+    return tiny_model(n_layers=n_layers, std=0.2, **kw)
 
 
 # ------------------------------------------------------------------- equivalence with open_clip
@@ -141,9 +152,8 @@ def _float64_error(visual, x) -> float:
     return err
 
 
-def test_output_matches_open_clip_float64(arch):
-    if arch.label in SLOW_FLOAT64:
-        pytest.skip(f"float64 {arch.label} runs in the slow suite")
+def test_output_matches_open_clip_float64(arch_f64):
+    arch = arch_f64
     err = _float64_error(arch.visual, arch.x)
     print(f"{arch.label}: float64 max abs error {err:.2e}")
     assert err <= F64_TOL, f"{arch.label}: {err}"
@@ -249,7 +259,7 @@ EXPECTED_GLOBAL_HOOKS = [
 
 
 def test_hook_names_are_exactly_those_of_the_design():
-    model = tiny_model(n_layers=2)
+    model = tiny(n_layers=2)
     expected = EXPECTED_GLOBAL_HOOKS + [
         f"blocks.{layer}.{name}" for layer in range(2) for name in EXPECTED_BLOCK_HOOKS
     ]
@@ -261,13 +271,13 @@ def test_hook_names_are_exactly_those_of_the_design():
 
 
 def test_without_ln_pre_there_are_no_ln_pre_hooks():
-    model = tiny_model(n_layers=1, ln_pre=False)
+    model = tiny(n_layers=1, ln_pre=False)
     assert not [n for n in model.hook_dict if n.startswith("ln_pre")]
 
 
 @torch.no_grad()
 def test_hook_shapes():
-    model = tiny_model(n_layers=2)
+    model = tiny(n_layers=2)
     cfg = model.cfg
     b, p, h, dh, d = 3, cfg.n_pos, cfg.n_heads, cfg.d_head, cfg.d_model
     _, cache = model.run_with_cache(images(b, 16))
@@ -676,7 +686,7 @@ def test_layer_scale_is_really_folded(ls_tower):
 
 
 def test_component_weight_views_edit_the_model():
-    model = tiny_model(n_layers=1)
+    model = tiny(n_layers=1)
     attn = model.blocks[0].attn
     with torch.no_grad():
         attn.W_Q[1].zero_()
@@ -695,7 +705,7 @@ def test_weights_are_copied_not_shared(b32):
 
 
 def test_double_and_float_keep_cfg_dtype_in_sync():
-    model = tiny_model(n_layers=1)
+    model = tiny(n_layers=1)
     model.double()
     assert model.cfg.dtype == torch.float64 == model.dtype
     out = model(images(1, 16, dtype=torch.float64))
@@ -721,7 +731,7 @@ def test_double_and_float_keep_cfg_dtype_in_sync():
     ids=["size", "3d", "channels", "2d", "integer", "list", "none"],
 )
 def test_input_validation(bad, error, phrase):
-    model = tiny_model(n_layers=1)
+    model = tiny(n_layers=1)
     with pytest.raises(error, match=phrase):
         model(bad())
     with pytest.raises(error, match=phrase):
@@ -730,7 +740,7 @@ def test_input_validation(bad, error, phrase):
 
 
 def test_input_is_cast_to_model_dtype():
-    model = tiny_model(n_layers=1)
+    model = tiny(n_layers=1)
     x = images(2, 16, dtype=torch.float64)
     assert model(x).dtype == torch.float32
     assert max_err(model(x), model(x.float())) == 0

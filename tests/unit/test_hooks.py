@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import tiny_model
 
 import vision_lens as vl
 
@@ -31,17 +32,7 @@ CONFIGS = {
 
 
 def _model(kwargs: dict) -> vl.HookedViT:
-    cfg = vl.HookedViTConfig(
-        n_layers=2,
-        d_model=16,
-        n_heads=2,
-        d_mlp=32,
-        d_embed=8,
-        image_size=16,
-        patch_size=8,
-        **kwargs,
-    )
-    return vl.HookedViT(cfg).init_weights(seed=0, std=0.2)
+    return tiny_model(d_model=16, n_heads=2, d_mlp=32, d_embed=8, std=0.2, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["fwd", "bwd", "bwd_pre"])

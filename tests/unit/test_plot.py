@@ -18,8 +18,8 @@ import plotly.io as pio
 import pytest
 import torch
 from PIL import Image
+from support.tiny import tiny_model
 
-import vision_lens as vl
 from vision_lens import plot
 from vision_lens.analysis.textspan import textspan
 
@@ -40,10 +40,7 @@ def _decode(trace: go.Image) -> np.ndarray:
 @pytest.fixture(scope="module")
 def model():
     # A non-square patch grid (2 x 4), so that a transposed reshape cannot pass.
-    cfg = vl.HookedViTConfig(
-        n_layers=3, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=(16, 32), patch_size=8
-    )
-    return vl.HookedViT(cfg).init_weights(seed=0)
+    return tiny_model(n_layers=3, image_size=(16, 32))
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import zlib
 import pytest
 import torch
 from support.textspan_reference import textspan_literal
+from support.tiny import tiny_model
 
-import vision_lens as vl
 from vision_lens.analysis.textspan import (
     TextSpanResult,
     head_outputs_dataset,
@@ -270,10 +270,7 @@ class _StubText:
 
 
 def test_textspan_model_equals_textspan_on_head_outputs():
-    cfg = vl.HookedViTConfig(
-        n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=16, patch_size=8
-    )
-    model = vl.HookedViT(cfg).init_weights(seed=0)
+    model = tiny_model()
     images = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     texts = [f"description {i}" for i in range(40)]
     clip = _StubText(16)
