@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -209,18 +211,21 @@ def test_threshold_sweep_reports_the_best_fixed_threshold():
         SegmentationMetrics(sweep=[1.5])
 
 
-@pytest.mark.parametrize("ap_mode", ["both", "foreground"])
-def test_ap_equals_scikit_learn_with_ties(ap_mode):
-    from sklearn.metrics import average_precision_score
+def test_ap_counts_tied_scores_together():
+    # Tied scores form one threshold (scikit-learn's definition, as the reference code): .5
+    # catches both positives and one negative at once -> P=2/3 at R=1. Ranking inside the tie
+    # (positives first: 1, negatives first: (1/2 + 2/3) / 2) or interpolating would differ.
+    heat = t([[[0.5, 0.5], [0.5, 0.1]]])
+    mask = m([[[1, 0], [1, 0]]])
+    assert average_precision(heat, mask, ap_mode="foreground").item() == pytest.approx(2 / 3)
+    # pooled: bg .9 (pos): P=1 R=1/4; the six scores at .5 hold 3 positives: P=4/7 R=1
+    expected = 1 / 4 * 1 + 3 / 4 * (4 / 7)
+    assert average_precision(heat, mask).item() == pytest.approx(expected)
 
-    gen = torch.Generator().manual_seed(1)
-    heat = (torch.rand(6, 7, 9, generator=gen) * 5).round() / 5  # few distinct values: ties
-    heat[0] = 0.0  # a constant heatmap
-    mask = torch.rand(6, 7, 9, generator=gen) > 0.7
-    mask[1] = True  # all foreground (no background positive in the bg channel)
-    ours = average_precision(heat, mask, ap_mode=ap_mode)
-    for h, mk, got in zip(heat, mask, ours, strict=True):
-        score, target = h.flatten().double().numpy(), mk.flatten().numpy()
-        if ap_mode == "both":
-            score, target = np.r_[1 - score, score], np.r_[~target, target]
-        assert got.item() == pytest.approx(average_precision_score(target, score), abs=1e-12)
+
+def test_ap_without_positives_is_zero_and_silent():
+    heat = t([[[0.2, 0.4], [0.6, 0.8]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn would warn "No positive class found"
+        ap = average_precision(heat, m([[[0, 0], [0, 0]]]), ap_mode="foreground")
+    assert ap.tolist() == [0.0]

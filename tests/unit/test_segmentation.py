@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import vision_lens as vl
 from vision_lens.analysis.baselines import (
     attention_rollout,
+    baseline_heatmaps,
     baseline_scores,
     chefer_relevance,
     gradcam,
@@ -175,6 +176,9 @@ def test_string_texts_shared_and_per_image(model, images):
     assert torch.allclose(
         segment(model, clip, images, [[classes[i]] for i in picks]), per_image, atol=1e-5
     )
+    # per-image texts follow their images across batches
+    batched = segment(model, clip, images, [[classes[i]] for i in picks], classes, batch_size=2)
+    assert torch.allclose(batched, per_image, atol=1e-6)
 
 
 def test_segment_heads_sum_to_segment(model, images):
@@ -221,6 +225,8 @@ def test_errors_name_the_fix(model, images):
         segment(model, None, images, ["a", "b"])
     with pytest.raises(ValueError, match="batch_size"):
         segment(model, clip, images, ["a", "b"], batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        segment(model, clip, images[:0], ["a", "b"])
 
 
 # ------------------------------------------------------------------ baselines
@@ -310,6 +316,27 @@ def test_last_block_output_has_no_patch_gradient(model, images):
     assert grads[name][:, 1:].abs().max() == 0 and grads[name][:, 0].abs().max() > 0
 
 
+def test_named_baselines_are_baseline_heatmaps(model, images):
+    clip, texts = FakeText(), [f"object {i}" for i in range(5)]
+    named = {
+        "raw_attention": raw_attention(model, images, layer=1, batch_size=2),
+        "rollout": attention_rollout(model, images, start_layer=1, batch_size=2),
+        "gradcam": gradcam(model, clip, images, texts, layer=1, batch_size=2),
+        "chefer2021": chefer_relevance(model, clip, images, texts, batch_size=2),
+    }
+    options = {
+        "raw_attention": {"layer": 1},
+        "rollout": {"start_layer": 1},
+        "gradcam": {"layer": 1},
+    }
+    for method, heat in named.items():
+        texts_or_none = texts if method in ("gradcam", "chefer2021") else None
+        one_pass = baseline_heatmaps(
+            model, images, method, texts_or_none, clip, batch_size=5, **options.get(method, {})
+        )
+        assert torch.allclose(heat, one_pass, atol=1e-6), method
+
+
 def test_baselines_shapes_finite_and_text_checks(model, images):
     clip = FakeText()
     texts = [f"object {i}" for i in range(5)]
@@ -326,6 +353,8 @@ def test_baselines_shapes_finite_and_text_checks(model, images):
         gradcam(model, clip, images, texts[:3])
     with pytest.raises(ValueError, match="one text per image"):
         chefer_relevance(model, clip, images, [["a"]] * 5)
+    with pytest.raises(ValueError, match="explains a text"):
+        baseline_heatmaps(model, images, "gradcam")
     with pytest.raises(ValueError, match="Unknown baseline"):
         baseline_scores(model, images, "lrp")
     with pytest.raises(IndexError, match="Layer"):

@@ -17,34 +17,40 @@ image where the method is text-specific.
 
 All read attention patterns and activations through hook points (``run_with_hooks``); gradients
 are taken with ``torch.autograd.grad`` on the hooked tensors, so the model's parameters never
-receive ``.grad``.
+receive ``.grad``. :func:`baseline_scores` scores one batch; :func:`baseline_heatmaps` runs any
+method over a set of images, and the four functions above name it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from vision_lens.analysis.segmentation import (
-    _as_images,
-    _check_batch_size,
-    text_directions,
-    upsample_heatmaps,
-)
+from vision_lens.analysis.heatmaps import gather_heatmaps, model_images, text_directions
+from vision_lens.protocols import TextEncoder
+from vision_lens.utils.checks import layer_indices
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+    from transformer_lens.hook_points import HookPoint
+
+    from vision_lens.hooked_vit import HookedViT
 
 __all__ = [
     "BASELINES",
     "attention_rollout",
+    "baseline_heatmaps",
     "baseline_scores",
     "chefer_relevance",
+    "chefer_rule",
     "gradcam",
     "raw_attention",
+    "rollout",
 ]
 
 #: Baseline method names, as used by :func:`baseline_scores` and ``vision-lens eval-seg``.
@@ -57,7 +63,7 @@ def _pattern(layer: int) -> str:
 
 
 def baseline_scores(
-    model: Any,
+    model: HookedViT,
     images: Float[Tensor, "batch 3 height width"],
     method: str,
     directions: Float[Tensor, "batch d_embed"] | None = None,
@@ -98,8 +104,7 @@ def baseline_scores(
         )
     patches = model.readout.patch_positions
     n_layers = model.cfg.n_layers
-    layer = _layer_index(layer, n_layers)
-    start_layer = _layer_index(start_layer, n_layers)
+    layer, start_layer = layer_indices([layer, start_layer], n_layers, unique=False)
     if method in _NEEDS_TEXT:
         if directions is None:
             raise ValueError(f"{method} needs one text direction per image ([batch, d_embed]).")
@@ -119,7 +124,7 @@ def baseline_scores(
 
     store: dict[str, Tensor] = {}
 
-    def save(tensor: Tensor, hook: Any) -> None:
+    def save(tensor: Tensor, hook: HookPoint) -> None:
         store[hook.name] = tensor
 
     fwd_hooks = [(name, save) for name in names]
@@ -194,39 +199,67 @@ def chefer_rule(
     return relevance
 
 
-def _run(
-    model: Any,
-    clip: Any,
-    images: Any,
-    texts: Any,
+def baseline_heatmaps(
+    model: HookedViT,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     method: str,
-    batch_size: int,
-    upsample: bool,
-    device: Any,
-    progress: bool,
-    **kwargs: Any,
-) -> Tensor:
-    images = _as_images(model, images)
-    n = images.shape[0]
+    texts: Sequence[str] | str | Tensor | None = None,
+    clip: TextEncoder | None = None,
+    batch_size: int = 32,
+    *,
+    upsample: bool = True,
+    device: str | torch.device | None = "cpu",
+    progress: bool = False,
+    **options: int,
+) -> Float[Tensor, "N height width"]:
+    """Heatmaps of one baseline over a set of images: :func:`baseline_scores` batch by batch, on
+    the patch grid, upsampled to the input size. :func:`raw_attention`,
+    :func:`attention_rollout`, :func:`gradcam` and :func:`chefer_relevance` call it.
+
+    Args:
+        model: A :class:`vision_lens.HookedViT`.
+        images: Preprocessed images ``[N, 3, H, W]`` (or PIL images).
+        method: One of :data:`BASELINES`.
+        texts: ``chefer2021`` and ``gradcam``: one text per image (``N`` strings or
+            ``[N, d_embed]``), or one for all.
+        clip: The matching :class:`vision_lens.CLIPText` (``None`` if ``texts`` are embeddings).
+        batch_size: Images per forward (and backward) pass.
+        upsample: Bilinearly upsample to the input size (else ``[N, rows, cols]``).
+        device: Where the heatmaps are gathered.
+        progress: Show a tqdm progress bar.
+        **options: ``layer`` or ``start_layer``, as in :func:`baseline_scores`.
+
+    Returns:
+        ``[N, H, W]`` float32 heatmaps, or ``[N, rows, cols]`` with ``upsample=False``.
+
+    Example:
+        >>> import vision_lens as vl
+        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
+        ...                          image_size=16, patch_size=8)
+        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
+        >>> baseline_heatmaps(model, torch.randn(3, 3, 16, 16), "raw_attention", layer=0).shape
+        torch.Size([3, 16, 16])
+    """
+    images = model_images(model, images)
     directions = None
     if method in _NEEDS_TEXT:
-        directions = _one_text_per_image(model, clip, texts, n)
-    rows, cols = model.cfg.grid_size
-    out = []
-    bar = tqdm(total=n, desc=method, unit="img", disable=not progress)
-    for start in range(0, n, _check_batch_size(batch_size)):
-        batch = images[start : start + batch_size]
-        dirs = None if directions is None else directions[start : start + batch_size]
-        grid = baseline_scores(model, batch, method, dirs, **kwargs).view(-1, rows, cols)
-        if upsample:
-            grid = upsample_heatmaps(grid, model.cfg.image_size)
-        out.append(grid.to(device or grid.device))
-        bar.update(batch.shape[0])
-    bar.close()
-    return torch.cat(out)
+        if texts is None:
+            raise ValueError(f"{method} explains a text: pass one text per image (or one).")
+        directions = _one_text_per_image(model, clip, texts, images.shape[0])
+
+    def scores(batch: Tensor, index: slice) -> Tensor:
+        dirs = None if directions is None else directions[index]
+        return baseline_scores(model, batch, method, dirs, **options)
+
+    return gather_heatmaps(model, images, scores, batch_size, method, upsample, device, progress)
 
 
-def _one_text_per_image(model: Any, clip: Any, texts: Any, n: int) -> Tensor:
+def _one_text_per_image(
+    model: HookedViT,
+    clip: TextEncoder | None,
+    texts: Sequence[str] | str | Tensor | None,
+    n: int,
+) -> Float[Tensor, "n d_embed"]:
     """Unit directions ``[n, d_embed]`` from one text per image (or one text for all)."""
     if isinstance(texts, str):
         texts = [texts]
@@ -250,8 +283,8 @@ def _one_text_per_image(model: Any, clip: Any, texts: Any, n: int) -> Tensor:
 
 
 def raw_attention(
-    model: Any,
-    images: Float[Tensor, "N 3 height width"],
+    model: HookedViT,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     layer: int = -1,
     batch_size: int = 32,
     *,
@@ -266,7 +299,7 @@ def raw_attention(
         images: Preprocessed images ``[N, 3, H, W]`` (or PIL images).
         layer: Which layer (default the last).
         batch_size: Images per forward pass.
-        upsample: Bilinearly upsample to the input size (else ``[N, rows, cols]``).
+        upsample: Upsample to the input size (else ``[N, rows, cols]``).
         device: Where the heatmaps are gathered.
         progress: Show a tqdm progress bar.
 
@@ -281,23 +314,15 @@ def raw_attention(
         >>> raw_attention(model, torch.randn(3, 3, 16, 16)).shape
         torch.Size([3, 16, 16])
     """
-    return _run(
-        model,
-        None,
-        images,
-        None,
-        "raw_attention",
-        batch_size,
-        upsample,
-        device,
-        progress,
-        layer=layer,
+    loop = {"upsample": upsample, "device": device, "progress": progress}
+    return baseline_heatmaps(
+        model, images, "raw_attention", batch_size=batch_size, layer=layer, **loop
     )
 
 
 def attention_rollout(
-    model: Any,
-    images: Float[Tensor, "N 3 height width"],
+    model: HookedViT,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     start_layer: int = 0,
     batch_size: int = 32,
     *,
@@ -308,7 +333,7 @@ def attention_rollout(
     """Attention rollout (Abnar & Zuidema 2020), class-token row over the patches.
 
     Per layer the head-averaged attention plus the identity (the residual connection),
-    row-normalised; the product over layers ``start_layer..L-1``.
+    row-normalised; the product over layers ``start_layer..L-1`` (:func:`rollout`).
 
     Args:
         model: A :class:`vision_lens.HookedViT`.
@@ -330,24 +355,16 @@ def attention_rollout(
         >>> attention_rollout(model, torch.randn(3, 3, 16, 16), upsample=False).shape
         torch.Size([3, 2, 2])
     """
-    return _run(
-        model,
-        None,
-        images,
-        None,
-        "rollout",
-        batch_size,
-        upsample,
-        device,
-        progress,
-        start_layer=start_layer,
+    loop = {"upsample": upsample, "device": device, "progress": progress}
+    return baseline_heatmaps(
+        model, images, "rollout", batch_size=batch_size, start_layer=start_layer, **loop
     )
 
 
 def gradcam(
-    model: Any,
-    clip: Any,
-    images: Float[Tensor, "N 3 height width"],
+    model: HookedViT,
+    clip: TextEncoder | None,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     texts: Sequence[str] | str | Tensor,
     layer: int = -1,
     batch_size: int = 32,
@@ -384,24 +401,14 @@ def gradcam(
         >>> gradcam(model, None, torch.randn(3, 3, 16, 16), torch.randn(3, 16)).shape
         torch.Size([3, 16, 16])
     """
-    return _run(
-        model,
-        clip,
-        images,
-        texts,
-        "gradcam",
-        batch_size,
-        upsample,
-        device,
-        progress,
-        layer=layer,
-    )
+    loop = {"upsample": upsample, "device": device, "progress": progress}
+    return baseline_heatmaps(model, images, "gradcam", texts, clip, batch_size, layer=layer, **loop)
 
 
 def chefer_relevance(
-    model: Any,
-    clip: Any,
-    images: Float[Tensor, "N 3 height width"],
+    model: HookedViT,
+    clip: TextEncoder | None,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     texts: Sequence[str] | str | Tensor,
     batch_size: int = 16,
     *,
@@ -411,8 +418,9 @@ def chefer_relevance(
 ) -> Float[Tensor, "N height width"]:
     """Chefer et al. 2021 gradient-weighted attention relevance for each image's text.
 
-    ``R = I``; for each layer ``R += mean_h((dS/dA) * A)^+ @ R``, with ``A`` the attention
-    pattern and ``S`` the image-text cosine similarity; the class-token row over the patches.
+    ``R = I``; for each layer ``R += mean_h((dS/dA) * A)^+ @ R`` (:func:`chefer_rule`), with
+    ``A`` the attention pattern and ``S`` the image-text cosine similarity; the class-token row
+    over the patches.
 
     Args:
         model: A :class:`vision_lens.HookedViT`.
@@ -436,13 +444,5 @@ def chefer_relevance(
         >>> chefer_relevance(model, None, torch.randn(3, 3, 16, 16), torch.randn(16)).shape
         torch.Size([3, 16, 16])
     """
-    return _run(model, clip, images, texts, "chefer2021", batch_size, upsample, device, progress)
-
-
-def _layer_index(layer: int, n_layers: int) -> int:
-    if not -n_layers <= int(layer) < n_layers:
-        raise IndexError(
-            f"Layer {layer} does not exist: the model has {n_layers} layers "
-            f"(valid indices {-n_layers}..{n_layers - 1})."
-        )
-    return int(layer) % n_layers
+    loop = {"upsample": upsample, "device": device, "progress": progress}
+    return baseline_heatmaps(model, images, "chefer2021", texts, clip, batch_size, **loop)

@@ -10,11 +10,12 @@ The protocol (used by Gandelsman et al. 2024, Table 3, on ImageNet-segmentation)
    * **pixel accuracy**: correctly labelled pixels / all pixels, accumulated globally;
    * **mIoU**: background and foreground intersections and unions are each summed over the whole
      dataset, giving one IoU per class; mIoU is their mean;
-   * **mAP**: per image, the average precision of the soft heatmap, averaged over images. As in
-     the reference code (``get_ap_scores``) both classes are scored at once: the foreground
-     channel ``h`` against the mask and the background channel ``1 - h`` against its
-     complement, pooled into one precision-recall curve (``ap_mode="both"``).
-     ``ap_mode="foreground"`` scores only ``h`` against the mask.
+   * **mAP**: per image, the average precision of the soft heatmap, averaged over images, with
+     scikit-learn's ``average_precision_score`` as the reference code (``get_ap_scores``) does.
+     Also as there, both classes are scored at once: the foreground channel ``h`` against the
+     mask and the background channel ``1 - h`` against its complement, pooled into one
+     precision-recall curve (``ap_mode="both"``). ``ap_mode="foreground"`` scores only ``h``
+     against the mask.
 
 Masks and heatmaps must be at the same resolution (the model's input size, with masks resized and
 cropped exactly as their images; see :mod:`vision_lens.datasets.masks`).
@@ -138,11 +139,11 @@ def average_precision(
 ) -> Float[Tensor, " batch"]:
     """Per-image average precision of soft heatmaps against binary masks.
 
-    Exactly scikit-learn's ``average_precision_score`` (the reference code's metric: the sum over
-    distinct score thresholds of recall increase times precision, ties counted together), in
-    numpy without its per-call overhead; an undefined AP (no positive pixel) counts as 0, as
-    ``np.nan_to_num`` does in the reference code. The heatmaps are used as given: the protocol
-    passes :func:`normalize_heatmaps` of them (which :class:`SegmentationMetrics` does).
+    scikit-learn's ``average_precision_score``, as in the reference code: the sum over distinct
+    score thresholds of the recall increase times the precision, without interpolation, tied
+    scores counted together. An undefined AP (no positive pixel) counts as 0, as
+    ``np.nan_to_num`` makes it in the reference code. The heatmaps are used as given: the
+    protocol passes :func:`normalize_heatmaps` of them (which :class:`SegmentationMetrics` does).
 
     Args:
         heatmaps: ``[batch, H, W]`` scores, higher = more foreground (in ``[0, 1]`` for
@@ -162,35 +163,26 @@ def average_precision(
     """
     if ap_mode not in AP_MODES:
         raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}.")
-    heatmaps = _check_heatmaps(heatmaps)
-    _, masks = _check_pair(torch.zeros_like(masks, dtype=torch.bool), masks)
-    if heatmaps.shape != masks.shape:
-        raise ValueError(
-            f"heatmaps {tuple(heatmaps.shape)} and masks {tuple(masks.shape)} differ in shape; "
-            "resize/crop the masks exactly as the images (see vision_lens.datasets.masks)."
-        )
+    heatmaps, masks = _check_heatmaps_masks(heatmaps, masks)
     scores = heatmaps.detach().double().flatten(1).cpu().numpy()
-    truth = masks.flatten(1).cpu().numpy()
+    truth = masks.flatten(1).numpy()
     out = []
     for score, target in zip(scores, truth, strict=True):
         if ap_mode == "both":
             score = np.concatenate([1.0 - score, score])
             target = np.concatenate([~target, target])
-        out.append(_binary_ap(score, target))
+        out.append(_ranking_ap(score, target))
     return torch.tensor(out, dtype=torch.float64)
 
 
-def _binary_ap(score: np.ndarray, target: np.ndarray) -> float:
-    """Average precision of one ranking (scikit-learn's definition); 0 without positives."""
-    order = np.argsort(-score, kind="mergesort")
-    score, target = score[order], target[order]
-    last = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]  # end of each tie group
-    tps = np.cumsum(target, dtype=np.float64)[last]
-    if tps.size == 0 or tps[-1] == 0:
+def _ranking_ap(score: np.ndarray, target: np.ndarray) -> float:
+    """scikit-learn's average precision of one ranking; 0 without positives (undefined)."""
+    # Imported here: sklearn.metrics takes seconds to import and only the metrics need it.
+    from sklearn.metrics import average_precision_score
+
+    if not target.any():
         return 0.0
-    precision = tps / (last + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    return float(average_precision_score(target, score))
 
 
 class SegmentationMetrics:
@@ -250,14 +242,7 @@ class SegmentationMetrics:
         masks: Bool[Tensor, "batch height width"],
     ) -> None:
         """Add a batch of soft heatmaps and their ground-truth masks (same ``[batch, H, W]``)."""
-        heatmaps = _check_heatmaps(heatmaps)
-        _, masks = _check_pair(torch.zeros_like(masks, dtype=torch.bool), masks)
-        if heatmaps.shape != masks.shape:
-            raise ValueError(
-                f"heatmaps {tuple(heatmaps.shape)} and masks {tuple(masks.shape)} differ in "
-                "shape; upsample heatmaps to the input size and resize/crop masks exactly as "
-                "the images."
-            )
+        heatmaps, masks = _check_heatmaps_masks(heatmaps, masks)
         normalized = normalize_heatmaps(heatmaps, clip_negative=self.clip_negative)
         pred = binarize(normalized, self.threshold, clip_negative=False)
         correct, labeled = pixel_correct(pred, masks)
@@ -320,7 +305,7 @@ class SegmentationMetrics:
         }
 
 
-def _check_heatmaps(heatmaps: Any) -> Tensor:
+def _check_heatmaps(heatmaps: object) -> Float[Tensor, "batch height width"]:
     if not isinstance(heatmaps, Tensor):
         raise TypeError(f"heatmaps must be a tensor [batch, H, W], got {type(heatmaps).__name__}.")
     if heatmaps.dim() != 3:
@@ -333,12 +318,12 @@ def _check_heatmaps(heatmaps: Any) -> Tensor:
     return heatmaps
 
 
-def _check_pair(pred: Any, masks: Any) -> tuple[Tensor, Tensor]:
-    for name, value in (("pred", pred), ("masks", masks)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a tensor [batch, H, W], got {type(value).__name__}.")
-        if value.dim() != 3:
-            raise ValueError(f"{name} must be [batch, H, W], got shape {tuple(value.shape)}.")
+def _check_masks(masks: object) -> Bool[Tensor, "batch height width"]:
+    """Binary masks ``[batch, H, W]`` as a bool tensor on the CPU."""
+    if not isinstance(masks, Tensor):
+        raise TypeError(f"masks must be a tensor [batch, H, W], got {type(masks).__name__}.")
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be [batch, H, W], got shape {tuple(masks.shape)}.")
     if masks.dtype != torch.bool:
         if not ((masks == 0) | (masks == 1)).all():
             raise ValueError(
@@ -346,10 +331,29 @@ def _check_pair(pred: Any, masks: Any) -> tuple[Tensor, Tensor]:
                 "masks > 0."
             )
         masks = masks.bool()
-    if pred.dtype != torch.bool:
-        raise TypeError(f"pred must be a bool tensor, got {pred.dtype}.")
+    return masks.cpu()
+
+
+def _check_pair(pred: object, masks: object) -> tuple[Tensor, Tensor]:
+    """Predicted and true masks, both bool ``[batch, H, W]`` on the CPU, of one shape."""
+    masks = _check_masks(masks)
+    if not isinstance(pred, Tensor) or pred.dtype != torch.bool:
+        got = pred.dtype if isinstance(pred, Tensor) else type(pred).__name__
+        raise TypeError(f"pred must be a bool tensor [batch, H, W], got {got}.")
     if pred.shape != masks.shape:
         raise ValueError(
             f"pred {tuple(pred.shape)} and masks {tuple(masks.shape)} differ in shape."
         )
-    return pred.cpu(), masks.cpu()
+    return pred.cpu(), masks
+
+
+def _check_heatmaps_masks(heatmaps: object, masks: object) -> tuple[Tensor, Tensor]:
+    """Soft heatmaps (as given) and bool CPU masks of the same ``[batch, H, W]`` shape."""
+    heatmaps, masks = _check_heatmaps(heatmaps), _check_masks(masks)
+    if heatmaps.shape != masks.shape:
+        raise ValueError(
+            f"heatmaps {tuple(heatmaps.shape)} and masks {tuple(masks.shape)} differ in shape; "
+            "upsample the heatmaps to the input size and resize/crop the masks exactly as their "
+            "images (see vision_lens.datasets.masks)."
+        )
+    return heatmaps, masks

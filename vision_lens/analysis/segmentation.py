@@ -11,22 +11,37 @@ class descriptions removes what every text shares (bias terms, the "an image of"
 scores are laid out on the patch grid and bilinearly upsampled to the input size.
 :func:`segment_heads` does the same per attention head (joint head x token decomposition), e.g.
 for one head's TextSpan directions. Masks come from :func:`binarize` (the protocol of Chefer et
-al. 2021: clip at 0, min-max normalise, threshold at the mean).
+al. 2021: clip at 0, min-max normalise, threshold at the mean). Inputs, texts and the batched
+loop are shared with the baselines (:mod:`vision_lens.analysis.baselines`) through
+``vision_lens.analysis.heatmaps``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from vision_lens.analysis.heatmaps import (
+    TextsLike,
+    gather_heatmaps,
+    model_images,
+    text_directions,
+)
 from vision_lens.analysis.seg_metrics import binarize, normalize_heatmaps
 from vision_lens.cache import LnMode
+from vision_lens.protocols import TextEncoder
+from vision_lens.utils.checks import head_indices
+from vision_lens.utils.grids import upsample_grid
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from vision_lens.cache import ActivationCache
+    from vision_lens.hooked_vit import HookedViT
 
 __all__ = [
     "binarize",
@@ -38,132 +53,13 @@ __all__ = [
     "upsample_heatmaps",
 ]
 
-TextsLike = Sequence[str] | Sequence[Sequence[str]] | Tensor
-
-
-def upsample_heatmaps(
-    grid: Float[Tensor, "... rows cols"], size: tuple[int, int]
-) -> Float[Tensor, "... height width"]:
-    """Bilinearly upsample patch-grid heatmaps to the image size (``align_corners=False``).
-
-    Args:
-        grid: ``[..., rows, cols]`` scores on the patch grid.
-        size: ``(H, W)`` of the model input.
-
-    Returns:
-        ``[..., H, W]``.
-
-    Example:
-        >>> upsample_heatmaps(torch.ones(2, 3, 4, 4), (32, 32)).shape
-        torch.Size([2, 3, 32, 32])
-    """
-    lead = grid.shape[:-2]
-    flat = grid.reshape(-1, 1, *grid.shape[-2:]).float()
-    up = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
-    return up.view(*lead, *up.shape[-2:])
-
-
-def text_directions(
-    model: Any,
-    clip: Any,
-    texts: TextsLike,
-    n_images: int | None = None,
-    normalize: bool = True,
-) -> tuple[Tensor, bool]:
-    """Embed texts for heatmaps: one list for all images or one list per image.
-
-    Args:
-        model: The :class:`vision_lens.HookedViT` (its ``d_embed``, device and dtype).
-        clip: A :class:`vision_lens.CLIPText` (only needed for strings).
-        texts: ``list[str]`` (the same texts for every image), ``list[list[str]]`` (per image,
-            all of the same length), or embeddings ``[n_text, d_embed]`` / ``[N, n_text, d_embed]``.
-        n_images: Number of images, checked against per-image texts.
-        normalize: Scale every embedding to unit norm.
-
-    Returns:
-        ``(directions, per_image)``: ``[n_text, d_embed]`` (``per_image=False``) or
-        ``[N, n_text, d_embed]`` (``per_image=True``), on the model's device and dtype.
-
-    Raises:
-        ValueError: Empty texts, ragged per-image lists, a wrong number of lists, or embeddings
-            whose width is not the model's ``d_embed``.
-
-    Example:
-        >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
-        >>> model = vl.HookedViT(cfg).init_weights(seed=0)
-        >>> dirs, per_image = text_directions(model, None, torch.randn(3, 16))
-        >>> dirs.shape, per_image, torch.allclose(dirs.norm(dim=-1), torch.ones(3))
-        (torch.Size([3, 16]), False, True)
-    """
-    d_embed = model.cfg.d_embed
-    if isinstance(texts, Tensor):
-        if texts.dim() not in (2, 3) or texts.shape[-1] != d_embed:
-            raise ValueError(
-                f"Text embeddings must be [n_text, {d_embed}] or [N, n_text, {d_embed}] (the "
-                f"model's image-embedding width), got {tuple(texts.shape)}. Were they made by "
-                "the same CLIP model?"
-            )
-        if texts.shape[-2] == 0 or texts.shape[0] == 0:
-            raise ValueError("The text embeddings are empty: pass at least one text.")
-        per_image = texts.dim() == 3
-        directions = texts.detach()
-    else:
-        texts = _check_text_list(texts)
-        per_image = not isinstance(texts[0], str)
-        if per_image:
-            lengths = {len(t) for t in texts}
-            if len(lengths) != 1 or 0 in lengths:
-                raise ValueError(
-                    "Per-image text lists must all have the same, non-zero length (got lengths "
-                    f"{sorted(lengths)}); pad with a shared text or segment the groups separately."
-                )
-            unique = list(dict.fromkeys(t for group in texts for t in group))
-            table = _encode(clip, unique, d_embed)
-            index = {t: i for i, t in enumerate(unique)}
-            rows = torch.tensor([[index[t] for t in group] for group in texts])
-            directions = table[rows.to(table.device)]
-        else:
-            directions = _encode(clip, list(texts), d_embed)
-    if per_image and n_images is not None and directions.shape[0] != n_images:
-        raise ValueError(
-            f"Got {directions.shape[0]} per-image text lists for {n_images} images; pass one "
-            "list per image, or one flat list of strings shared by all images."
-        )
-    directions = directions.to(device=model.device, dtype=model.dtype)
-    if normalize:
-        directions = F.normalize(directions, dim=-1)
-    return directions, per_image
-
-
-def _reference_direction(
-    model: Any,
-    clip: Any,
-    reference_texts: Sequence[str] | Tensor | None,
-    directions: Tensor,
-    per_image: bool,
-    normalize: bool,
-) -> Tensor:
-    """Mean reference embedding ``[d_embed]`` (default: the distinct texts themselves)."""
-    if reference_texts is None:
-        pool = directions.reshape(-1, directions.shape[-1])
-        pool = torch.unique(pool, dim=0)
-        if pool.shape[0] < 2:
-            raise ValueError(
-                "Subtracting the mean heatmap over a single text leaves all zeros: pass "
-                "reference_texts (e.g. every class description of the dataset) or "
-                "subtract_reference=False."
-            )
-        return pool.mean(0)
-    reference, ref_per_image = text_directions(model, clip, reference_texts, normalize=normalize)
-    if ref_per_image:
-        raise ValueError("reference_texts must be one flat list (or [n_ref, d_embed]).")
-    return reference.mean(0)
+#: Bilinear upsampling of patch-grid heatmaps to the input size: the library's one upsampler,
+#: ``vision_lens.utils.grids.upsample_grid``, under the name this module has always used.
+upsample_heatmaps = upsample_grid
 
 
 def patch_token_scores(
-    cache: Any,
+    cache: ActivationCache,
     directions: Float[Tensor, "n_text d_embed"] | Float[Tensor, "batch n_text d_embed"],
     layers: int | Sequence[int] | None = None,
     ln_mode: LnMode = "center",
@@ -192,7 +88,7 @@ def patch_token_scores(
         >>> patch_token_scores(cache, torch.randn(5, 16)).shape
         torch.Size([2, 5, 4])
     """
-    tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, normalize=normalize)
+    tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, unit_output=normalize)
     patches = tokens[:, cache.model.readout.patch_positions]  # drop prefix tokens
     directions = directions.to(patches)
     if directions.dim() == 2:
@@ -201,9 +97,9 @@ def patch_token_scores(
 
 
 def segment(
-    model: Any,
-    clip: Any,
-    images: Float[Tensor, "N 3 height width"] | Sequence[Any],
+    model: HookedViT,
+    clip: TextEncoder | None,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     texts: TextsLike,
     reference_texts: Sequence[str] | Tensor | None = None,
     layers: int | Sequence[int] | None = None,
@@ -264,33 +160,25 @@ def segment(
         >>> model, clip = vl.load_clip("ViT-B-16", "laion2b_s34b_b88k")  # doctest: +SKIP
         >>> heat = segment(model, clip, images, ["a dog", "a cat", "grass"])  # doctest: +SKIP
     """
-    images = _as_images(model, images)
+    images = model_images(model, images)
     directions, per_image = text_directions(model, clip, texts, n_images=images.shape[0])
     if subtract_reference:
-        mean = _reference_direction(model, clip, reference_texts, directions, per_image, True)
-        directions = directions - mean
-    size = model.cfg.image_size
-    rows, cols = model.cfg.grid_size
-    out = []
-    bar = tqdm(total=images.shape[0], desc="segmenting", unit="img", disable=not progress)
-    for start in range(0, images.shape[0], _check_batch_size(batch_size)):
-        batch = images[start : start + batch_size]
+        directions = directions - _reference_mean(model, clip, reference_texts, directions)
+
+    def scores(batch: Tensor, index: slice) -> Tensor:
         _, cache = model.run_with_decomposition_cache(batch)
-        dirs = directions[start : start + batch_size] if per_image else directions
-        scores = patch_token_scores(cache, dirs, layers, ln_mode, normalize)
-        grid = scores.float().view(batch.shape[0], -1, rows, cols)
-        if upsample:
-            grid = upsample_heatmaps(grid, size)
-        out.append(grid.to(device or grid.device))
-        bar.update(batch.shape[0])
-    bar.close()
-    return torch.cat(out)
+        dirs = directions[index] if per_image else directions
+        return patch_token_scores(cache, dirs, layers, ln_mode, normalize)  # [b, text, patch]
+
+    return gather_heatmaps(
+        model, images, scores, batch_size, "segmenting", upsample, device, progress
+    )
 
 
 def segment_heads(
-    model: Any,
-    clip: Any,
-    images: Float[Tensor, "N 3 height width"] | Sequence[Any],
+    model: HookedViT,
+    clip: TextEncoder | None,
+    images: Float[Tensor, "N 3 height width"] | Sequence[Image],
     texts: Sequence[str] | Tensor,
     reference_texts: Sequence[str] | Tensor | None = None,
     layers: int | Sequence[int] | None = None,
@@ -342,7 +230,7 @@ def segment_heads(
         ...               layers=[-1], heads=[1]).shape
         torch.Size([2, 1, 1, 3, 16, 16])
     """
-    images = _as_images(model, images)
+    images = model_images(model, images)
     if not isinstance(texts, Tensor) and texts and not isinstance(texts[0], str):
         raise ValueError(
             "segment_heads takes one list of texts (or [n_text, d_embed]) for all images; for "
@@ -352,119 +240,39 @@ def segment_heads(
     if per_image:
         raise ValueError("segment_heads takes embeddings [n_text, d_embed], not [N, n_text, d].")
     if subtract_reference:
-        directions = directions - _reference_direction(
-            model, clip, reference_texts, directions, False, True
-        )
-    head_index = _head_indices(heads, model.cfg.n_heads)
-    size = model.cfg.image_size
-    rows, cols = model.cfg.grid_size
-    out = []
-    bar = tqdm(total=images.shape[0], desc="segmenting heads", unit="img", disable=not progress)
-    for start in range(0, images.shape[0], _check_batch_size(batch_size)):
-        batch = images[start : start + batch_size]
+        directions = directions - _reference_mean(model, clip, reference_texts, directions)
+    head_index = head_indices(heads, model.cfg.n_heads, unique=False)
+    patches = model.readout.patch_positions
+
+    def scores(batch: Tensor, index: slice) -> Tensor:
         _, cache = model.run_with_decomposition_cache(batch)
-        scores = cache.decompose_heads_tokens(
-            directions=directions, layers=layers, ln_mode=ln_mode, normalize=normalize
-        )  # [b, layer, head, pos, n_text]
-        scores = scores[:, :, head_index, 1:].float()
-        grid = scores.permute(0, 1, 2, 4, 3).reshape(*scores.shape[:3], -1, rows, cols)
-        if upsample:
-            grid = upsample_heatmaps(grid, size)
-        out.append(grid.to(device or grid.device))
-        bar.update(batch.shape[0])
-    bar.close()
-    return torch.cat(out)
+        out = cache.decompose_heads_tokens(
+            directions=directions, layers=layers, ln_mode=ln_mode, unit_output=normalize
+        )  # [b, layer, head, pos, text]
+        return out[:, :, head_index, patches].transpose(-1, -2)  # [b, layer, head, text, patch]
+
+    return gather_heatmaps(
+        model, images, scores, batch_size, "segmenting heads", upsample, device, progress
+    )
 
 
-# ---------------------------------------------------------------------------------------------
-# Input checks
-# ---------------------------------------------------------------------------------------------
-
-
-def _as_images(model: Any, images: Any) -> Tensor:
-    """``[N, 3, H, W]`` float tensor on the model's device, with clear errors."""
-    expected = tuple(model.cfg.image_size)
-    if not isinstance(images, Tensor):
-        if isinstance(images, Sequence) and images and hasattr(images[0], "convert"):
-            if model.preprocess is None:
-                raise ValueError("This model has no preprocess transform; pass a tensor.")
-            images = torch.stack([model.preprocess(image) for image in images])
-        else:
-            raise TypeError(
-                "images must be a preprocessed tensor [N, 3, H, W] or a list of PIL images, got "
-                f"{type(images).__name__}."
+def _reference_mean(
+    model: HookedViT,
+    clip: TextEncoder | None,
+    reference_texts: Sequence[str] | Tensor | None,
+    directions: Tensor,
+) -> Float[Tensor, " d_embed"]:
+    """Mean unit reference embedding (default: the distinct ``directions`` themselves)."""
+    if reference_texts is None:
+        pool = torch.unique(directions.reshape(-1, directions.shape[-1]), dim=0)
+        if pool.shape[0] < 2:
+            raise ValueError(
+                "Subtracting the mean heatmap over a single text leaves all zeros: pass "
+                "reference_texts (e.g. every class description of the dataset) or "
+                "subtract_reference=False."
             )
-    if images.dim() == 3:
-        raise ValueError(
-            f"Got a single image {tuple(images.shape)}; add a batch dimension (unsqueeze(0))."
-        )
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}.")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty.")
-    if tuple(images.shape[-2:]) != expected:
-        raise ValueError(
-            f"Images are {tuple(images.shape[-2:])} pixels but the model takes {expected}; "
-            "resize and crop them with model.preprocess."
-        )
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be float (normalised as by model.preprocess), got {images.dtype}."
-        )
-    return images.to(device=model.device, dtype=model.dtype)
-
-
-def _check_text_list(texts: Any) -> list[Any]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence):
-        raise TypeError(
-            "texts must be a list of strings, a list of per-image lists, or a tensor of "
-            f"embeddings; got {type(texts).__name__}."
-        )
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty: pass at least one text.")
-    kinds = {isinstance(t, str) for t in texts}
-    if kinds == {True}:
-        return texts
-    if any(isinstance(t, str) or not isinstance(t, Sequence) for t in texts):
-        raise TypeError(
-            "texts mixes strings and other things; pass either list[str] (shared) or "
-            "list[list[str]] (one list per image)."
-        )
-    for group in texts:
-        if not all(isinstance(t, str) for t in group):
-            raise TypeError("Every per-image text list must hold strings only.")
-    return [list(group) for group in texts]
-
-
-def _encode(clip: Any, texts: list[str], d_embed: int) -> Tensor:
-    if clip is None:
-        raise ValueError(
-            "Texts given as strings need the text tower: pass clip (a vision_lens.CLIPText), or "
-            "pass text embeddings as a tensor."
-        )
-    embeddings = clip.encode(texts)
-    if embeddings.shape[-1] != d_embed:
-        raise ValueError(
-            f"The text tower embeds into {embeddings.shape[-1]} dimensions but the image model "
-            f"into {d_embed}; load both towers from the same CLIP (vision_lens.load_clip)."
-        )
-    return embeddings
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    return batch_size
-
-
-def _head_indices(heads: int | Sequence[int] | None, n_heads: int) -> list[int]:
-    if heads is None:
-        return list(range(n_heads))
-    heads = [heads] if isinstance(heads, int) else list(heads)
-    for head in heads:
-        if not -n_heads <= int(head) < n_heads:
-            raise IndexError(f"Head {head} does not exist: the model has {n_heads} heads.")
-    return [int(h) % n_heads for h in heads]
+        return pool.mean(0)
+    reference, ref_per_image = text_directions(model, clip, reference_texts)
+    if ref_per_image:
+        raise ValueError("reference_texts must be one flat list (or [n_ref, d_embed]).")
+    return reference.mean(0)

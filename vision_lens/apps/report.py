@@ -13,7 +13,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 import torch
@@ -22,6 +22,13 @@ from torch import Tensor
 from vision_lens import plot
 from vision_lens.analysis.ablation import cumulative_attention_ablation
 from vision_lens.analysis.batched import decompose_dataset
+from vision_lens.analysis.segmentation import segment
+from vision_lens.protocols import TextEncoder
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from vision_lens.hooked_vit import HookedViT
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
@@ -41,14 +48,14 @@ class ReportInputs:
     """What a report shows: display scenes with heatmap queries, and tasks for the ablation."""
 
     title: str
-    display_images: list[Any]  # PIL images, shown with heatmaps
+    display_images: list[Image]  # shown with heatmaps
     queries: list[str]  # heatmap text queries
     reference_texts: list[str]  # their mean heatmap is subtracted (the paper's footnote)
     tasks: list[ClassificationTask] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def load_image_folder(folder: str | Path, max_images: int | None = None) -> list[Any]:
+def load_image_folder(folder: str | Path, max_images: int | None = None) -> list[Image]:
     """Load the images of a folder (sorted by name) as RGB PIL images.
 
     Raises:
@@ -69,14 +76,16 @@ def load_image_folder(folder: str | Path, max_images: int | None = None) -> list
     return [Image.open(p).convert("RGB") for p in files[:max_images]]
 
 
-def preprocess_images(model: Any, images: Sequence[Any]) -> Tensor:
+def preprocess_images(model: HookedViT, images: Sequence[Image]) -> Tensor:
     """Stack ``model.preprocess(image)`` for PIL images into ``[N, 3, H, W]``."""
     if model.preprocess is None:
         raise ValueError("This model has no preprocess transform; pass tensors instead.")
     return torch.stack([model.preprocess(image) for image in images])
 
 
-def shapes_inputs(model: Any, n_display: int = 6, n_eval: int = 300, seed: int = 2024):
+def shapes_inputs(
+    model: HookedViT, n_display: int = 6, n_eval: int = 300, seed: int = 2024
+) -> ReportInputs:
     """Report inputs from the shapes world: multi-object scenes for heatmaps, single-object scenes
     for colour/shape/position zero-shot tasks."""
     from vision_lens import shapes
@@ -115,7 +124,7 @@ def shapes_inputs(model: Any, n_display: int = 6, n_eval: int = 300, seed: int =
     )
 
 
-def folder_inputs(model: Any, images: list[Any], texts: Sequence[str]) -> ReportInputs:
+def folder_inputs(model: HookedViT, images: list[Image], texts: Sequence[str]) -> ReportInputs:
     """Report inputs for a user's images: heatmaps for ``texts``, and a label-free ablation task
     (agreement with the full model's zero-shot choice among ``texts``)."""
     if len(texts) < 2:
@@ -145,7 +154,7 @@ def _figure_html(fig: go.Figure, first: bool) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=True if first else False)
 
 
-def _image_tag(image: Any, width: int = 128) -> str:
+def _image_tag(image: Image, width: int = 128) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = base64.b64encode(buffer.getvalue()).decode()
@@ -155,7 +164,11 @@ def _image_tag(image: Any, width: int = 128) -> str:
 
 @torch.no_grad()
 def build_report(
-    model: Any, clip: Any, inputs: ReportInputs, batch_size: int = 64, progress: bool = True
+    model: HookedViT,
+    clip: TextEncoder,
+    inputs: ReportInputs,
+    batch_size: int = 64,
+    progress: bool = True,
 ) -> str:
     """Compute every figure of the report and return the HTML page.
 
@@ -219,18 +232,15 @@ def build_report(
         )
     )
 
-    # Token heatmaps: patch terms of decompose_tokens dotted with each query, minus the mean
-    # heatmap over the reference texts.
-    tokens = decompose_dataset(
-        model, display, layers=False, tokens=True, batch_size=batch_size, progress=False
-    )["tokens"]
-    patch_terms = tokens[:, model.readout.patch_positions]
-    query_emb = clip.encode(inputs.queries).to(patch_terms)
-    reference = clip.encode(inputs.reference_texts).to(patch_terms)
-    scores = patch_terms @ query_emb.T - (patch_terms @ reference.T).mean(-1, keepdim=True)
-    rows, cols = model.cfg.grid_size
-    scores = scores.permute(0, 2, 1).reshape(
-        len(inputs.display_images), len(inputs.queries), rows, cols
+    # Token heatmaps on the patch grid, minus the mean heatmap over the reference texts.
+    scores = segment(
+        model,
+        clip,
+        display,
+        inputs.queries,
+        inputs.reference_texts,
+        batch_size=batch_size,
+        upsample=False,
     )
     figures.append(
         (
@@ -243,7 +253,9 @@ def build_report(
     return _render(model, inputs, figures)
 
 
-def _render(model: Any, inputs: ReportInputs, figures: list[tuple[str, str, go.Figure]]) -> str:
+def _render(
+    model: HookedViT, inputs: ReportInputs, figures: list[tuple[str, str, go.Figure]]
+) -> str:
     cfg = model.cfg
     summary = (
         f"{html.escape(cfg.model_name)}: {cfg.n_layers} layers x {cfg.n_heads} heads, "

@@ -22,19 +22,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vision_lens.analysis.baselines import BASELINES, baseline_scores
 from vision_lens.analysis.seg_metrics import SegmentationMetrics
-from vision_lens.analysis.segmentation import patch_token_scores, upsample_heatmaps
+from vision_lens.analysis.segmentation import patch_token_scores
 from vision_lens.cache import LnMode
+from vision_lens.protocols import TextEncoder
+from vision_lens.utils.batching import progress_bar
+from vision_lens.utils.checks import check_batch_size
+from vision_lens.utils.grids import upsample_grid
+
+if TYPE_CHECKING:
+    from vision_lens.cache import ActivationCache
+    from vision_lens.hooked_vit import HookedViT
 
 #: Every method of the benchmark, ours first.
 METHODS = ("decomposition", *BASELINES)
@@ -230,7 +237,7 @@ class SegEvalResult:
 
 
 def evaluate_segmentation(
-    model: Any,
+    model: HookedViT,
     data: SegData,
     methods: Sequence[str] = METHODS,
     layers: int | Sequence[int] | None = None,
@@ -267,14 +274,7 @@ def evaluate_segmentation(
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"Unknown or no methods {unknown}; choose from {list(METHODS)}.")
-    class_emb = F.normalize(
-        data.class_embeddings.to(device=model.device, dtype=model.dtype), dim=-1
-    )
-    if class_emb.shape[-1] != model.cfg.d_embed:
-        raise ValueError(
-            f"Class embeddings are {class_emb.shape[-1]}-dimensional but the model embeds into "
-            f"{model.cfg.d_embed}; use the text tower of the same CLIP."
-        )
+    class_emb = _class_directions(model, data.class_embeddings)
     ref = class_emb if reference is None else F.normalize(reference.to(class_emb), dim=-1)
     ref_mean = ref.mean(0)
     metrics = {m: SegmentationMetrics(sweep=SWEEP) for m in methods}
@@ -284,84 +284,55 @@ def evaluate_segmentation(
         for name, (_, _, clip) in variants.items()
     }
     seconds = dict.fromkeys(methods, 0.0)
-    examples: dict[str, Any] = {"heatmaps": {m: [] for m in methods}, "masks": [], "images": []}
-    example_labels: list[int] = []
-    correct = labeled = 0
-    foreground_pixels = all_pixels = 0
-    rows, cols = model.cfg.grid_size
-    size = model.cfg.image_size
+    examples = _Examples(n_examples, methods)
+    counts = dict.fromkeys(("correct", "labeled", "foreground", "pixels"), 0)
     start_time = time.perf_counter()
-    bar = tqdm(total=data.n_images, desc="eval-seg", unit="img", disable=not progress)
-    for batch in data.batches():
-        images = batch.images.to(device=model.device, dtype=model.dtype)
-        masks = batch.masks.bool()
-        foreground_pixels += int(masks.sum())
-        all_pixels += masks.numel()
-        tic = time.perf_counter()
-        embed, cache = model.run_with_decomposition_cache(images)
-        predicted = (F.normalize(embed, dim=-1) @ class_emb.T).argmax(-1)
-        labels = predicted if batch.labels is None else batch.labels.to(predicted.device)
-        if batch.labels is not None:
-            correct += int((predicted == labels).sum())
-            labeled += labels.numel()
-        directions = class_emb[labels]  # [batch, d_embed]
-        heat: dict[str, Tensor] = {}
-        if "decomposition" in methods:
-            dirs = (directions - ref_mean)[:, None]  # [batch, 1, d_embed]
-            heat["decomposition"] = patch_token_scores(cache, dirs, layers, ln_mode)[:, 0]
-            seconds["decomposition"] += time.perf_counter() - tic
-        if variants:
-            # per layer: scores of the class text and of the reference mean, [layer, b, 2, P]
-            both = torch.stack([directions, ref_mean.expand_as(directions)], dim=1)
-            per_layer = torch.stack(
-                [patch_token_scores(cache, both, [i], ln_mode) for i in range(model.cfg.n_layers)]
-            )
-            for name, (chosen, subtract, _) in variants.items():
-                scores = per_layer[chosen].sum(0)
-                scores = scores[:, 0] - scores[:, 1] if subtract else scores[:, 0]
-                up = upsample_heatmaps(scores.float().view(-1, rows, cols), size).cpu()
-                variant_metrics[name].update(up, masks)
-        del cache
-        for method in methods:
-            if method == "decomposition":
-                continue
+    with progress_bar(data.n_images, "eval-seg", enabled=progress) as bar:
+        for batch in data.batches():
+            images = batch.images.to(device=model.device, dtype=model.dtype)
+            masks = batch.masks.bool()
+            counts["foreground"] += int(masks.sum())
+            counts["pixels"] += masks.numel()
             tic = time.perf_counter()
-            heat[method] = baseline_scores(model, images, method, directions)
-            seconds[method] += time.perf_counter() - tic
-        keep = max(0, n_examples - len(example_labels))
-        for method in methods:
-            tic = time.perf_counter()
-            up = upsample_heatmaps(heat[method].float().view(-1, rows, cols), size).cpu()
-            seconds[method] += time.perf_counter() - tic
-            metrics[method].update(up, masks)
-            if keep:
-                examples["heatmaps"][method].append(up[:keep])
-        if keep:
-            examples["masks"].append(masks[:keep].cpu())
-            examples["images"].append(batch.images[:keep].cpu())
-            example_labels += labels[:keep].tolist()
-        bar.update(images.shape[0])
-    bar.close()
+            embed, cache = model.run_with_decomposition_cache(images)
+            predicted = (F.normalize(embed, dim=-1) @ class_emb.T).argmax(-1)
+            labels = predicted if batch.labels is None else batch.labels.to(predicted.device)
+            if batch.labels is not None:
+                counts["correct"] += int((predicted == labels).sum())
+                counts["labeled"] += labels.numel()
+            directions = class_emb[labels]  # [batch, d_embed]
+            heat: dict[str, Tensor] = {}
+            if "decomposition" in methods:
+                dirs = (directions - ref_mean)[:, None]  # [batch, 1, d_embed]
+                heat["decomposition"] = patch_token_scores(cache, dirs, layers, ln_mode)[:, 0]
+                seconds["decomposition"] += time.perf_counter() - tic
+            for name, heatmaps in _variant_heatmaps(cache, directions, ref_mean, variants, ln_mode):
+                variant_metrics[name].update(heatmaps, masks)
+            del cache
+            for method in methods:
+                if method != "decomposition":
+                    tic = time.perf_counter()
+                    heat[method] = baseline_scores(model, images, method, directions)
+                    seconds[method] += time.perf_counter() - tic
+            for method in methods:
+                tic = time.perf_counter()
+                heat[method] = _to_pixels(model, heat[method])
+                seconds[method] += time.perf_counter() - tic
+                metrics[method].update(heat[method], masks)
+            examples.add(batch, labels, heat)
+            bar.update(images.shape[0])
     if not metrics[methods[0]].n_images:
         raise ValueError("The dataset yielded no images.")
-    n_images = metrics[methods[0]].n_images
-    if example_labels:
-        examples = {
-            "heatmaps": {m: torch.cat(v) for m, v in examples["heatmaps"].items()},
-            "masks": torch.cat(examples["masks"]),
-            "images": display_images(model, torch.cat(examples["images"])),
-            "texts": [data.class_texts[i] for i in example_labels],
-        }
     settings = {
         "model": model.cfg.model_name,
         "data": data.description,
         "dataset": data.name,
-        "n_images": n_images,
+        "n_images": metrics[methods[0]].n_images,
         "n_classes": len(data.class_texts),
         "n_reference": int(ref.shape[0]),
         "label_source": data.label_source,
-        "zero_shot_accuracy": correct / labeled if labeled else None,
-        "foreground_fraction": foreground_pixels / max(all_pixels, 1),
+        "zero_shot_accuracy": counts["correct"] / counts["labeled"] if counts["labeled"] else None,
+        "foreground_fraction": counts["foreground"] / max(counts["pixels"], 1),
         "layers": "all" if layers is None else list(np.atleast_1d(layers).tolist()),
         "ln_mode": ln_mode,
         "methods": list(methods),
@@ -374,9 +345,86 @@ def evaluate_segmentation(
         metrics={m: metrics[m].compute() for m in methods},
         seconds=seconds,
         settings=settings,
-        examples=examples,
+        examples=examples.collect(model, data.class_texts),
         ablations={name: m.compute() for name, m in variant_metrics.items()},
     )
+
+
+def _class_directions(
+    model: HookedViT, class_embeddings: Float[Tensor, "n_class d_embed"]
+) -> Float[Tensor, "n_class d_embed"]:
+    """Unit class embeddings on the model's device and dtype, checked against its width."""
+    class_emb = F.normalize(class_embeddings.to(device=model.device, dtype=model.dtype), dim=-1)
+    if class_emb.shape[-1] != model.cfg.d_embed:
+        raise ValueError(
+            f"Class embeddings are {class_emb.shape[-1]}-dimensional but the model embeds into "
+            f"{model.cfg.d_embed}; use the text tower of the same CLIP."
+        )
+    return class_emb
+
+
+def _to_pixels(
+    model: HookedViT, scores: Float[Tensor, "batch n_patches"]
+) -> Float[Tensor, "batch height width"]:
+    """Per-patch scores as heatmaps at the model's input size, on the CPU."""
+    grid = scores.float().unflatten(-1, model.cfg.grid_size)
+    return upsample_grid(grid, model.cfg.image_size).cpu()
+
+
+def _variant_heatmaps(
+    cache: ActivationCache,
+    directions: Float[Tensor, "batch d_embed"],
+    ref_mean: Float[Tensor, " d_embed"],
+    variants: dict[str, tuple[list[int], bool, bool]],
+    ln_mode: LnMode,
+) -> Iterator[tuple[str, Float[Tensor, "batch height width"]]]:
+    """``(name, heatmaps)`` of each variant of our method (see :func:`_variants`), from the
+    per-layer scores of the class text and of the reference mean, computed once."""
+    if not variants:
+        return
+    model = cache.model
+    both = torch.stack([directions, ref_mean.expand_as(directions)], dim=1)
+    per_layer = torch.stack(  # [layer, batch, 2, n_patches]
+        [patch_token_scores(cache, both, [i], ln_mode) for i in range(model.cfg.n_layers)]
+    )
+    for name, (chosen, subtract, _) in variants.items():
+        scores = per_layer[chosen].sum(0)
+        scores = scores[:, 0] - scores[:, 1] if subtract else scores[:, 0]
+        yield name, _to_pixels(model, scores)
+
+
+class _Examples:
+    """The first ``n`` images of an evaluation with their masks, labels and every method's
+    heatmaps, for the example figure."""
+
+    def __init__(self, n: int, methods: Sequence[str]):
+        self.n = n
+        self.heatmaps: dict[str, list[Tensor]] = {m: [] for m in methods}
+        self.masks: list[Tensor] = []
+        self.images: list[Tensor] = []
+        self.labels: list[int] = []
+
+    def add(self, batch: SegBatch, labels: Tensor, heatmaps: dict[str, Tensor]) -> None:
+        """Keep what the figure still needs of one batch (its pixel heatmaps by method)."""
+        keep = max(0, self.n - len(self.labels))
+        if not keep:
+            return
+        for method, heat in self.heatmaps.items():
+            heat.append(heatmaps[method][:keep])
+        self.masks.append(batch.masks.bool()[:keep].cpu())
+        self.images.append(batch.images[:keep].cpu())
+        self.labels += labels[:keep].tolist()
+
+    def collect(self, model: HookedViT, class_texts: list[str]) -> dict[str, Any]:
+        """``{"heatmaps", "masks", "images", "texts"}`` for the figure (empty if none kept)."""
+        if not self.labels:
+            return {}
+        return {
+            "heatmaps": {m: torch.cat(v) for m, v in self.heatmaps.items()},
+            "masks": torch.cat(self.masks),
+            "images": display_images(model, torch.cat(self.images)),
+            "texts": [class_texts[i] for i in self.labels],
+        }
 
 
 def _version() -> str:
@@ -405,7 +453,7 @@ def _variants(n_layers: int) -> dict[str, tuple[list[int], bool, bool]]:
     return out
 
 
-def display_images(model: Any, images: Float[Tensor, "n 3 height width"]) -> np.ndarray:
+def display_images(model: HookedViT, images: Float[Tensor, "n 3 height width"]) -> np.ndarray:
     """Undo ``model.preprocess``'s normalisation: ``uint8 [n, H, W, 3]`` for figures."""
     mean, std = torch.zeros(3), torch.ones(3)
     for step in getattr(model.preprocess, "transforms", []):
@@ -438,8 +486,8 @@ def shapes_class_texts() -> list[str]:
 
 
 def shapes_data(
-    model: Any,
-    clip: Any,
+    model: HookedViT,
+    clip: TextEncoder,
     n: int = 500,
     seed: int = SHAPES_SEED,
     batch_size: int = 64,
@@ -477,8 +525,7 @@ def shapes_data(
 
         from vision_lens.shapes import with_article
 
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
+        for idx in _index_batches(n, batch_size):
             images = torch.stack([model.preprocess(scenes.to_pil(i)) for i in idx])
             masks = torch.stack(
                 [
@@ -511,8 +558,8 @@ def shapes_data(
 
 
 def imagenet_seg_data(
-    model: Any,
-    clip: Any,
+    model: HookedViT,
+    clip: TextEncoder,
     path: str | Path,
     n: int | None = None,
     batch_size: int = 32,
@@ -551,8 +598,7 @@ def imagenet_seg_data(
         raise ValueError(f"{str(path)!r} has no /value/id; use class_source='predicted'.")
 
     def batches() -> Iterator[SegBatch]:
-        for start in range(0, total, batch_size):
-            idx = range(start, min(total, start + batch_size))
+        for idx in _index_batches(total, batch_size):
             pairs = [dataset[i] for i in idx]
             labels = None
             if class_source == "label":
@@ -589,6 +635,13 @@ def imagenet_seg_data(
             else "the ImageNet class of the image's WordNet id"
         ),
     )
+
+
+def _index_batches(n: int, batch_size: int) -> Iterator[range]:
+    """Indices ``0..n-1`` in consecutive batches of ``batch_size`` (the last may be shorter)."""
+    check_batch_size(batch_size)
+    for start in range(0, n, batch_size):
+        yield range(start, min(n, start + batch_size))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from PIL import Image
 from torch import Tensor
 
 from vision_lens.datasets.masks import geometric_transform
+
+if TYPE_CHECKING:
+    import h5py
 
 N_IMAGES = 4276  # in the full gtsegs_ijcv.mat
 
@@ -93,7 +96,7 @@ class ImagenetSegmentation:
                 self.has_ids = "value/id" in f
         except OSError as error:
             raise ValueError(f"{str(path)!r} is not an HDF5 (MATLAB v7.3) file: {error}") from error
-        self._file: Any = None
+        self._file: h5py.File | None = None
 
     def __len__(self) -> int:
         return self._length
@@ -103,7 +106,7 @@ class ImagenetSegmentation:
         state["_file"] = None  # h5py handles do not pickle; each worker opens its own
         return state
 
-    def _h5(self) -> Any:
+    def _h5(self) -> h5py.File:
         if self._file is None:
             import h5py
 
