@@ -299,10 +299,10 @@ class ActivationCache(_TLActivationCache):
 
         Args:
             ln_mode: ``"center"`` or ``"split"`` (see the module docstring).
-            unit_output: Divide by the output's norm, so the terms sum to the unit output.
+            unit_output: Divide by the output's norm, so the terms sum to the unit output
+                (``normalize=`` before 0.2, still accepted with a warning until 0.3).
             return_labels: Deprecated (removed in 0.3): ``False`` returns the terms alone; use
                 ``decompose_layers().terms`` instead.
-            normalize: Deprecated name of ``unit_output`` (removed in 0.3).
 
         Returns:
             A :class:`LayerTerms` ``(terms, labels)``: ``[component, batch, d_embed]`` with

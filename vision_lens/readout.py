@@ -30,8 +30,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from vision_lens.components.hooks import is_hooked
 from vision_lens.components.attention import Attention
+from vision_lens.components.hooks import is_hooked
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.components.mlp import MLP
 from vision_lens.config import HookedViTConfig

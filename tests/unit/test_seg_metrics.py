@@ -13,8 +13,8 @@ from vision_lens.analysis.seg_metrics import (
     average_precision,
     binarize,
     intersection_union,
-    normalize_heatmaps,
     pixel_correct,
+    rescale_heatmaps,
 )
 
 
@@ -28,25 +28,25 @@ def m(rows):
 
 # ------------------------------------------------------------------ normalisation, binarisation
 def test_normalize_clips_then_min_max():
-    out = normalize_heatmaps(t([[[-2.0, 0.0], [1.0, 4.0]]]))
+    out = rescale_heatmaps(t([[[-2.0, 0.0], [1.0, 4.0]]]))
     # clipped to [0, 0, 1, 4] -> min 0, max 4
     assert torch.allclose(out, t([[[0.0, 0.0], [0.25, 1.0]]]))
 
 
 def test_normalize_without_clipping_uses_true_minimum():
-    out = normalize_heatmaps(t([[[-2.0, 0.0], [1.0, 4.0]]]), clip_negative=False)
+    out = rescale_heatmaps(t([[[-2.0, 0.0], [1.0, 4.0]]]), clip_negative=False)
     assert torch.allclose(out, t([[[0.0, 2 / 6], [3 / 6, 1.0]]]))
 
 
 def test_normalize_is_per_image():
-    out = normalize_heatmaps(t([[[0.0, 1.0]], [[0.0, 10.0]]]))
+    out = rescale_heatmaps(t([[[0.0, 1.0]], [[0.0, 10.0]]]))
     assert torch.allclose(out, t([[[0.0, 1.0]], [[0.0, 1.0]]]))
 
 
 @pytest.mark.parametrize("value", [3.0, -1.0])
 def test_constant_or_negative_heatmap_gives_zeros_and_no_foreground(value):
     heat = torch.full((1, 3, 3), value)
-    assert torch.equal(normalize_heatmaps(heat), torch.zeros(1, 3, 3))
+    assert torch.equal(rescale_heatmaps(heat), torch.zeros(1, 3, 3))
     assert not binarize(heat).any()
 
 
@@ -175,7 +175,7 @@ def test_accumulator_matches_sklearn_on_random_data():
     expected = np.mean(
         [
             average_precision_score(mk.flatten().numpy(), h.flatten().numpy())
-            for h, mk in zip(normalize_heatmaps(heat), mask, strict=True)
+            for h, mk in zip(rescale_heatmaps(heat), mask, strict=True)
         ]
     )
     assert metrics.compute()["map"] == pytest.approx(expected)

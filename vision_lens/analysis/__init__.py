@@ -36,7 +36,12 @@ from vision_lens.analysis.direct_effects import (
     split_heads,
 )
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
-from vision_lens.analysis.seg_metrics import SegmentationMetrics, binarize, normalize_heatmaps
+from vision_lens.analysis.seg_metrics import (
+    SegmentationMetrics,
+    binarize,
+    normalize_heatmaps,  # noqa: F401  (deprecated alias, removed in 0.3; not in __all__)
+    rescale_heatmaps,
+)
 from vision_lens.analysis.segmentation import segment, segment_heads, upsample_heatmaps
 from vision_lens.analysis.spurious import (
     LOCATION_KEYWORDS,
@@ -57,7 +62,7 @@ __all__ = [
     "binarize",
     "chefer_relevance",
     "gradcam",
-    "normalize_heatmaps",
+    "rescale_heatmaps",
     "raw_attention",
     "segment",
     "segment_heads",

@@ -3,7 +3,7 @@
 The protocol (used by Gandelsman et al. 2024, Table 3, on ImageNet-segmentation), per image:
 
 1. The soft heatmap is clipped at 0 and min-max normalised to ``[0, 1]``
-   (:func:`normalize_heatmaps`; a constant heatmap becomes all zeros).
+   (:func:`rescale_heatmaps`; a constant heatmap becomes all zeros).
 2. It is binarised at its own mean: foreground where ``heatmap > mean`` (:func:`binarize`).
 3. Over the dataset:
 
@@ -23,6 +23,7 @@ cropped exactly as their images; see :mod:`vision_lens.datasets.masks`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -35,10 +36,13 @@ ApMode = Literal["both", "foreground"]
 AP_MODES = ("both", "foreground")
 
 
-def normalize_heatmaps(
+def rescale_heatmaps(
     heatmaps: Float[Tensor, "batch height width"], clip_negative: bool = True
 ) -> Float[Tensor, "batch height width"]:
-    """Clip at 0 and min-max normalise each heatmap to ``[0, 1]``, as the reference code does.
+    """Clip at 0 and min-max rescale each heatmap to ``[0, 1]``, as the reference code does.
+
+    (Called ``normalize_heatmaps`` before 0.2: "normalize" now only means scaling a vector to
+    unit norm.)
 
     Args:
         heatmaps: ``[batch, H, W]`` soft heatmaps (any scale).
@@ -50,7 +54,7 @@ def normalize_heatmaps(
         negative, with ``clip_negative``) gives all zeros.
 
     Example:
-        >>> normalize_heatmaps(torch.tensor([[[-1.0, 1.0], [2.0, 3.0]]]))
+        >>> rescale_heatmaps(torch.tensor([[[-1.0, 1.0], [2.0, 3.0]]]))
         tensor([[[0.0000, 0.3333],
                  [0.6667, 1.0000]]])
     """
@@ -65,12 +69,24 @@ def normalize_heatmaps(
     return out.view_as(x)
 
 
+def normalize_heatmaps(
+    heatmaps: Float[Tensor, "batch height width"], clip_negative: bool = True
+) -> Float[Tensor, "batch height width"]:
+    """Deprecated name of :func:`rescale_heatmaps` (removed in 0.3)."""
+    warnings.warn(
+        "normalize_heatmaps is now rescale_heatmaps (the old name is removed in 0.3).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return rescale_heatmaps(heatmaps, clip_negative)
+
+
 def binarize(
     heatmaps: Float[Tensor, "batch height width"],
     threshold: Literal["mean"] | float = "mean",
     clip_negative: bool = True,
 ) -> Bool[Tensor, "batch height width"]:
-    """Foreground masks from soft heatmaps: normalise (:func:`normalize_heatmaps`) and threshold.
+    """Foreground masks from soft heatmaps: normalise (:func:`rescale_heatmaps`) and threshold.
 
     Args:
         heatmaps: ``[batch, H, W]`` soft heatmaps.
@@ -86,7 +102,7 @@ def binarize(
         tensor([[[0, 0],
                  [1, 1]]], dtype=torch.int32)
     """
-    normalized = normalize_heatmaps(heatmaps, clip_negative=clip_negative)
+    normalized = rescale_heatmaps(heatmaps, clip_negative=clip_negative)
     if isinstance(threshold, str):
         if threshold != "mean":
             raise ValueError(f"threshold must be 'mean' or a number in [0, 1], got {threshold!r}.")
@@ -143,7 +159,7 @@ def average_precision(
     score thresholds of the recall increase times the precision, without interpolation, tied
     scores counted together. An undefined AP (no positive pixel) counts as 0, as
     ``np.nan_to_num`` makes it in the reference code. The heatmaps are used as given: the
-    protocol passes :func:`normalize_heatmaps` of them (which :class:`SegmentationMetrics` does).
+    protocol passes :func:`rescale_heatmaps` of them (which :class:`SegmentationMetrics` does).
 
     Args:
         heatmaps: ``[batch, H, W]`` scores, higher = more foreground (in ``[0, 1]`` for
@@ -243,7 +259,7 @@ class SegmentationMetrics:
     ) -> None:
         """Add a batch of soft heatmaps and their ground-truth masks (same ``[batch, H, W]``)."""
         heatmaps, masks = _check_heatmaps_masks(heatmaps, masks)
-        normalized = normalize_heatmaps(heatmaps, clip_negative=self.clip_negative)
+        normalized = rescale_heatmaps(heatmaps, clip_negative=self.clip_negative)
         pred = binarize(normalized, self.threshold, clip_negative=False)
         correct, labeled = pixel_correct(pred, masks)
         inter, union = intersection_union(pred, masks)

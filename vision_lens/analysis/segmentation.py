@@ -31,10 +31,11 @@ from vision_lens.analysis.heatmaps import (
     model_images,
     text_directions,
 )
-from vision_lens.analysis.seg_metrics import binarize, normalize_heatmaps
+from vision_lens.analysis.seg_metrics import binarize, rescale_heatmaps
 from vision_lens.cache import LnMode
 from vision_lens.protocols import TextEncoder
 from vision_lens.utils.checks import head_indices
+from vision_lens.utils.deprecation import renamed_keyword
 from vision_lens.utils.grids import upsample_grid
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "binarize",
-    "normalize_heatmaps",
+    "rescale_heatmaps",
     "patch_token_scores",
     "segment",
     "segment_heads",
@@ -58,12 +59,13 @@ __all__ = [
 upsample_heatmaps = upsample_grid
 
 
+@renamed_keyword("normalize", "unit_output")
 def patch_token_scores(
     cache: ActivationCache,
     directions: Float[Tensor, "n_text d_embed"] | Float[Tensor, "batch n_text d_embed"],
     layers: int | Sequence[int] | None = None,
     ln_mode: LnMode = "center",
-    normalize: bool = False,
+    unit_output: bool = False,
 ) -> Float[Tensor, "batch n_text n_patches"]:
     """Per-patch direct effects of a cached batch dotted with directions (no class token).
 
@@ -73,7 +75,7 @@ def patch_token_scores(
         directions: ``[n_text, d_embed]`` shared, or ``[batch, n_text, d_embed]`` per image.
         layers: Layers whose attention terms are summed (default all, as in the paper).
         ln_mode: Final-LayerNorm treatment (see :mod:`vision_lens.cache`).
-        normalize: Divide by the image embedding's norm.
+        unit_output: Divide by the image embedding's norm (``normalize=`` before 0.2).
 
     Returns:
         ``[batch, n_text, n_patches]``; summed over patches it is the patch tokens' part of
@@ -88,7 +90,7 @@ def patch_token_scores(
         >>> patch_token_scores(cache, torch.randn(5, 16)).shape
         torch.Size([2, 5, 4])
     """
-    tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, unit_output=normalize)
+    tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, unit_output=unit_output)
     patches = tokens[:, cache.model.readout.patch_positions]  # drop prefix tokens
     directions = directions.to(patches)
     if directions.dim() == 2:
@@ -96,6 +98,7 @@ def patch_token_scores(
     return torch.einsum("bpd,btd->btp", patches, directions)
 
 
+@renamed_keyword("normalize", "unit_output")
 def segment(
     model: HookedViT,
     clip: TextEncoder | None,
@@ -108,7 +111,7 @@ def segment(
     subtract_reference: bool = True,
     upsample: bool = True,
     ln_mode: LnMode = "center",
-    normalize: bool = False,
+    unit_output: bool = False,
     device: str | torch.device | None = "cpu",
     progress: bool = False,
 ) -> Float[Tensor, "N n_text height width"]:
@@ -136,7 +139,8 @@ def segment(
         upsample: Upsample to the input size; ``False`` returns the patch grid
             ``[N, n_text, rows, cols]``.
         ln_mode: Final-LayerNorm treatment, ``"center"`` or ``"split"``.
-        normalize: Divide the terms by the embedding's norm (changes the scale per image only).
+        unit_output: Divide the terms by the embedding's norm (changes the scale per image
+            only; ``normalize=`` before 0.2).
         device: Where the heatmaps are gathered (``None``: the model's device).
         progress: Show a tqdm progress bar.
 
@@ -168,13 +172,14 @@ def segment(
     def scores(batch: Tensor, index: slice) -> Tensor:
         _, cache = model.run_with_decomposition_cache(batch)
         dirs = directions[index] if per_image else directions
-        return patch_token_scores(cache, dirs, layers, ln_mode, normalize)  # [b, text, patch]
+        return patch_token_scores(cache, dirs, layers, ln_mode, unit_output)  # [b, text, patch]
 
     return gather_heatmaps(
         model, images, scores, batch_size, "segmenting", upsample, device, progress
     )
 
 
+@renamed_keyword("normalize", "unit_output")
 def segment_heads(
     model: HookedViT,
     clip: TextEncoder | None,
@@ -188,7 +193,7 @@ def segment_heads(
     subtract_reference: bool = True,
     upsample: bool = True,
     ln_mode: LnMode = "center",
-    normalize: bool = False,
+    unit_output: bool = False,
     device: str | torch.device | None = "cpu",
     progress: bool = False,
 ) -> Float[Tensor, "N layer head n_text height width"]:
@@ -214,7 +219,7 @@ def segment_heads(
         subtract_reference: Subtract the reference mean.
         upsample: Upsample to the input size (else ``[..., rows, cols]``).
         ln_mode: ``"center"`` or ``"split"``.
-        normalize: Divide by the embedding's norm.
+        unit_output: Divide by the embedding's norm (``normalize=`` before 0.2).
         device: Where the result is gathered.
         progress: Show a tqdm progress bar.
 
@@ -247,7 +252,7 @@ def segment_heads(
     def scores(batch: Tensor, index: slice) -> Tensor:
         _, cache = model.run_with_decomposition_cache(batch)
         out = cache.decompose_heads_tokens(
-            directions=directions, layers=layers, ln_mode=ln_mode, unit_output=normalize
+            directions=directions, layers=layers, ln_mode=ln_mode, unit_output=unit_output
         )  # [b, layer, head, pos, text]
         return out[:, :, head_index, patches].transpose(-1, -2)  # [b, layer, head, text, patch]
 
