@@ -19,7 +19,7 @@ import vision_lens as vl
 
 @pytest.fixture(scope="module")
 def tiny_vit() -> vl.HookedViT:
-    """The default tiny model (``support.tiny.TINY``, seed 0); build variants with
+    """The default tiny model (``HookedViTConfig.tiny()``, seed 0); build variants with
     ``support.tiny.tiny_model(**overrides)``."""
     return tiny_model()
 

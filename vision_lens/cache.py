@@ -110,8 +110,7 @@ class ActivationCache(_TLActivationCache):
 
     Example:
         >>> import torch, vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny()
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> embed, cache = model.run_with_cache(torch.randn(3, 3, 16, 16))
         >>> terms, labels = cache.decompose_layers()

@@ -79,8 +79,7 @@ class HookedViTConfig:
         dtype: Parameter dtype.
 
     Example:
-        >>> cfg = HookedViTConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_embed=32,
-        ...                       image_size=32, patch_size=8)
+        >>> cfg = HookedViTConfig.tiny(d_model=64, d_mlp=256, d_embed=32, image_size=32)
         >>> cfg.n_patches, cfg.n_pos, cfg.d_head
         (16, 17, 16)
     """
@@ -202,6 +201,22 @@ class HookedViTConfig:
     def n_pos(self) -> int:
         """Sequence length: the prefix tokens plus one token per patch."""
         return self.n_patches + self.n_prefix
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> HookedViTConfig:
+        """A small config for examples and tests (random weights run in milliseconds): 2 layers,
+        ``d_model=32``, 4 heads of width 8, ``d_mlp=64``, ``d_embed=16``, 16 x 16 images in
+        8 x 8 patches. Any field can be overridden.
+
+        Example:
+            >>> cfg = HookedViTConfig.tiny(n_layers=3, n_registers=1)
+            >>> cfg.n_layers, cfg.n_pos
+            (3, 6)
+        """
+        fields = dict(
+            n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=16, patch_size=8
+        )
+        return cls(**{**fields, **overrides})
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict of the config (dtype as a string)."""

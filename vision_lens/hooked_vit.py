@@ -51,8 +51,7 @@ class HookedViT(HookedRootModule):
 
     Example:
         >>> import torch, vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_embed=32,
-        ...                          image_size=32, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(d_model=64, d_mlp=256, d_embed=32, image_size=32)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> embed, cache = model.run_with_cache(torch.randn(2, 3, 32, 32))
         >>> embed.shape, cache["blocks.1.attn.hook_result"].shape
@@ -185,8 +184,7 @@ class HookedViT(HookedRootModule):
 
         Example:
             >>> from vision_lens.loading import LoadedTower
-            >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-            ...                       image_size=16, patch_size=8)
+            >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8)
             >>> sd = HookedViT(cfg).init_weights(seed=0).state_dict()
             >>> HookedViT.from_loaded(LoadedTower(cfg, sd, None)).cfg.n_pos
             5
@@ -349,8 +347,7 @@ class HookedViT(HookedRootModule):
 
         Example:
             >>> import torch, vision_lens as vl
-            >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-            ...                          image_size=16, patch_size=8)
+            >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
             >>> model = vl.HookedViT(cfg).init_weights(seed=0)
             >>> _, cache = model.run_with_cache(torch.randn(1, 3, 16, 16),
             ...                                 names_filter=lambda n: n.endswith("hook_pattern"))
@@ -408,8 +405,7 @@ class HookedViT(HookedRootModule):
 
         Example:
             >>> import torch, vision_lens as vl
-            >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64,
-            ...                          d_embed=16, image_size=16, patch_size=8)
+            >>> cfg = vl.HookedViTConfig.tiny()
             >>> model = vl.HookedViT(cfg).init_weights(seed=0)
             >>> embed, cache = model.run_with_decomposition_cache(torch.randn(2, 3, 16, 16))
             >>> cache["blocks.1.attn.hook_pattern"].shape
@@ -534,8 +530,7 @@ class HookedViT(HookedRootModule):
 
         Example:
             >>> import vision_lens as vl
-            >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64,
-            ...                          d_embed=16, image_size=16, patch_size=8)
+            >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
             >>> vl.HookedViT(cfg).hook_names("hook_pattern")
             ['blocks.0.attn.hook_pattern']
         """

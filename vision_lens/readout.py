@@ -97,8 +97,8 @@ class Readout(nn.Module):
     ``[batch, d_model]``; ``readout.ln.*`` and ``readout.mlp.*``.
 
     Example:
-        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8, n_registers=1, readout="avg")
+        >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...     n_registers=1, readout='avg')
         >>> readout = Readout(cfg)
         >>> readout.prefix_positions, readout.patch_positions, readout.query_positions
         (slice(0, 2, None), slice(2, 6, None), slice(2, 6, None))

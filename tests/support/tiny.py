@@ -6,13 +6,11 @@ import torch
 
 import vision_lens as vl
 
-# Two layers, four heads of width 8, 2 x 2 patches: every decomposition path, in milliseconds.
-TINY = dict(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16, image_size=16, patch_size=8)
-
 
 def tiny_config(**overrides) -> vl.HookedViTConfig:
-    """:data:`TINY` with ``overrides`` (any ``HookedViTConfig`` field)."""
-    return vl.HookedViTConfig(**{**TINY, **overrides})
+    """``HookedViTConfig.tiny`` (two layers, four heads of width 8, 2 x 2 patches: every
+    decomposition path in milliseconds) with ``overrides``."""
+    return vl.HookedViTConfig.tiny(**overrides)
 
 
 def tiny_model(

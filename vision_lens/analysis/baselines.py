@@ -88,8 +88,7 @@ def baseline_scores(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> baseline_scores(model, torch.randn(2, 3, 16, 16), "rollout").shape
         torch.Size([2, 4])
@@ -234,8 +233,7 @@ def baseline_heatmaps(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> baseline_heatmaps(model, torch.randn(3, 3, 16, 16), "raw_attention", layer=0).shape
         torch.Size([3, 16, 16])
@@ -308,8 +306,7 @@ def raw_attention(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> raw_attention(model, torch.randn(3, 3, 16, 16)).shape
         torch.Size([3, 16, 16])
@@ -349,8 +346,7 @@ def attention_rollout(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> attention_rollout(model, torch.randn(3, 3, 16, 16), upsample=False).shape
         torch.Size([3, 2, 2])
@@ -395,8 +391,7 @@ def gradcam(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> gradcam(model, None, torch.randn(3, 3, 16, 16), torch.randn(3, 16)).shape
         torch.Size([3, 16, 16])
@@ -438,8 +433,7 @@ def chefer_relevance(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> chefer_relevance(model, None, torch.randn(3, 3, 16, 16), torch.randn(16)).shape
         torch.Size([3, 16, 16])

@@ -55,8 +55,7 @@ def map_batches(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> map_batches(model, torch.randn(5, 3, 16, 16), lambda embed, cache: len(embed),
         ...             batch_size=2, desc="demo", progress=False)
@@ -103,8 +102,7 @@ def decompose_dataset(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny()
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> out = decompose_dataset(model, torch.randn(5, 3, 16, 16), heads=True, batch_size=2,
         ...                         progress=False)

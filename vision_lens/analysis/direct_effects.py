@@ -205,8 +205,7 @@ def split_heads(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny()
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> embed, cache = model.run_with_decomposition_cache(torch.randn(3, 3, 16, 16))
         >>> terms, labels = cache.decompose_layers()
@@ -285,8 +284,7 @@ def decompose_components(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny()
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> c = decompose_components(model, torch.randn(5, 3, 16, 16), head_layers=[-1],
         ...                          batch_size=2, progress=False)

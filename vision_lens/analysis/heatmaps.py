@@ -59,8 +59,7 @@ def model_images(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0).double()
         >>> model_images(model, torch.zeros(2, 3, 16, 16)).dtype
         torch.float64
@@ -103,8 +102,7 @@ def text_directions(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> dirs, per_image = text_directions(model, None, torch.randn(3, 16))
         >>> dirs.shape, per_image, torch.allclose(dirs.norm(dim=-1), torch.ones(3))
@@ -180,8 +178,7 @@ def gather_heatmaps(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> ones = lambda batch, index: torch.ones(batch.shape[0], 3, 4)  # 3 maps, 2x2 patches
         >>> gather_heatmaps(model, torch.zeros(5, 3, 16, 16), ones, 2, "demo").shape

@@ -83,8 +83,7 @@ def patch_token_scores(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> _, cache = model.run_with_decomposition_cache(torch.randn(2, 3, 16, 16))
         >>> patch_token_scores(cache, torch.randn(5, 16)).shape
@@ -154,8 +153,7 @@ def segment(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> heat = segment(model, None, torch.randn(3, 3, 16, 16), torch.randn(4, 16))
         >>> heat.shape
@@ -228,8 +226,7 @@ def segment_heads(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_heads=2)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> segment_heads(model, None, torch.randn(2, 3, 16, 16), torch.randn(3, 16),
         ...               layers=[-1], heads=[1]).shape

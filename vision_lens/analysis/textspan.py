@@ -386,8 +386,7 @@ def head_outputs_dataset(
 
     Example:
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny()
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> outputs, heads = head_outputs_dataset(model, torch.randn(5, 3, 16, 16), layers=[-1],
         ...                                       batch_size=2, progress=False)

@@ -54,13 +54,12 @@ class Attention(nn.Module):
     per-head result is built only when ``hook_result`` itself is hooked.
 
     Example:
-        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8)
+        >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8)
         >>> attn = Attention(cfg)
         >>> attn.W_Q.shape, attn.W_O.shape
         (torch.Size([2, 16, 8]), torch.Size([2, 8, 16]))
-        >>> rope_cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                            image_size=16, patch_size=8, rope="interleaved")
+        >>> rope_cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...     rope='interleaved')
         >>> Attention(rope_cfg).rope_cos.shape  # [1 (shared by the heads), n_pos, d_head]
         torch.Size([1, 5, 8])
     """

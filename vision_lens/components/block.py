@@ -24,8 +24,7 @@ class TransformerBlock(nn.Module):
 
     Example:
         >>> import torch
-        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8)
+        >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8)
         >>> block = TransformerBlock(cfg)
         >>> _ = [p.data.normal_() for p in block.parameters()]
         >>> block(torch.randn(2, 5, 16)).shape

@@ -28,8 +28,8 @@ class Embed(nn.Module):
             registers) are zero, so one shape serves every family.
 
     Example:
-        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8, n_registers=2)
+        >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
+        ...     n_registers=2)
         >>> Embed(cfg)(torch.randn(2, 3, 16, 16)).shape
         torch.Size([2, 7, 16])
     """

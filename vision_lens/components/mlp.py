@@ -47,8 +47,7 @@ class MLP(nn.Module):
             before ``ln`` when there is one.
 
     Example:
-        >>> cfg = HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                       image_size=16, patch_size=8)
+        >>> cfg = HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8)
         >>> MLP(cfg).W_in.shape
         torch.Size([16, 32])
     """

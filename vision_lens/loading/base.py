@@ -56,8 +56,7 @@ def resample_position_embeddings(
 
     Example:
         >>> import torch, vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8,
-        ...                          image_size=16, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(n_layers=1, d_model=16, n_heads=2, d_mlp=32, d_embed=8)
         >>> sd = vl.HookedViT(cfg).init_weights(seed=0).state_dict()
         >>> bigger = resample_position_embeddings(LoadedTower(cfg, sd, None), 32)
         >>> bigger.cfg.n_pos, tuple(bigger.state_dict["embed.W_pos"].shape)

@@ -142,8 +142,7 @@ def attention_pattern(
         >>> import numpy as np
         >>> import torch
         >>> import vision_lens as vl
-        >>> cfg = vl.HookedViTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_embed=16,
-        ...                          image_size=32, patch_size=8)
+        >>> cfg = vl.HookedViTConfig.tiny(image_size=32)
         >>> model = vl.HookedViT(cfg).init_weights(seed=0)
         >>> images = torch.randn(2, 3, 32, 32)
         >>> _, cache = model.run_with_cache(images, names_filter=lambda n: "pattern" in n)
