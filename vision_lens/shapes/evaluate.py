@@ -176,16 +176,7 @@ def attribute_accuracy(
     }
 
 
-def zero_shot_accuracy(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    dataset: ShapesDataset,
-    attribute: str,
-    *,
-    class_texts: Sequence[Sequence[str]] | None = None,
-    image_features: torch.Tensor | None = None,
-    top_confusions: int = 3,
-) -> dict[str, Any]:
+def zero_shot_accuracy(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Deprecated name of :func:`attribute_accuracy` (renamed in 0.2; removed in 0.3).
 
     Renamed because :func:`vision_lens.zero_shot_accuracy` is a different function (the accuracy
@@ -209,15 +200,7 @@ def zero_shot_accuracy(
         DeprecationWarning,
         stacklevel=2,
     )
-    return attribute_accuracy(
-        model,
-        tokenizer,
-        dataset,
-        attribute,
-        class_texts=class_texts,
-        image_features=image_features,
-        top_confusions=top_confusions,
-    )
+    return attribute_accuracy(*args, **kwargs)
 
 
 @torch.no_grad()

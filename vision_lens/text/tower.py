@@ -427,23 +427,9 @@ class CLIPText(nn.Module):
         )
 
     # ------------------------------------------------------------------ scoring
-    @staticmethod
-    def similarity(
-        image_embeds: Float[Tensor, "n_images d_embed"],
-        text_embeds: Float[Tensor, "n_text d_embed"],
-        normalize: bool = True,
-    ) -> Float[Tensor, "n_images n_text"]:
-        """Cosine similarity between image and text embeddings, ``[n_images, n_text]``.
-
-        The plain cosine (``normalize=True``) or dot product: no temperature and no bias. The
-        model's logits are :meth:`classify`; its probabilities :meth:`probabilities`. See
-        :func:`vision_lens.text.scoring.similarity` for the arguments and errors.
-
-        Example:
-            >>> CLIPText.similarity(torch.ones(2, 4), torch.eye(4)).shape
-            torch.Size([2, 4])
-        """
-        return similarity(image_embeds, text_embeds, normalize)
+    # Cosine similarity (or dot product), [n_images, n_text]: no temperature and no bias; the
+    # model's logits are classify(), its probabilities probabilities().
+    similarity = staticmethod(similarity)
 
     def classify(
         self,
