@@ -29,7 +29,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from support.arch_open_clip import FULL_SIZE
+from support.arch_open_clip import CLIP_TOWERS, full_size
 from support.oc_helpers import build_visual, free_memory, images, max_err, perturb_
 
 import vision_lens as vl
@@ -43,17 +43,7 @@ MARGIN = 100
 ELEMENT_MARGIN = 10
 
 # Rows of support.arch_open_clip.FULL_SIZE, at real size (the paper's towers).
-ARCHS = {
-    label: FULL_SIZE[label]
-    for label in (
-        "ViT-B-32",
-        "ViT-B-16",
-        "ViT-L-14",
-        "ViT-B-32-quickgelu",
-        "ViT-B-32+layer-scale",
-        "ViT-B-16@160",
-    )
-}
+ARCHS = full_size(*CLIP_TOWERS, "ViT-B-32+layer-scale", "ViT-B-16@160")
 # The three kinds of cache are compared on these (a full cache of every hook is big).
 CACHE_ARCHS = ("ViT-B-32", "ViT-B-16@160")
 # float64 copies of these run in the slow suite only (memory and time on CPU).
@@ -77,6 +67,20 @@ def scale_of(y: torch.Tensor) -> float:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max(1, max |b|)."""
     return max_err(a, b) / scale_of(b)
+
+
+def _everything(cache, mode="center", directions=None):
+    """Every decomposition of ``cache`` by name; ``heads_tokens`` projected on ``directions``
+    (default: two all-ones rows)."""
+    if directions is None:
+        directions = torch.ones(2, cache.model.cfg.d_embed)
+    return {
+        "layers": cache.decompose_layers(ln_mode=mode)[0],
+        "heads": cache.decompose_heads(ln_mode=mode),
+        "bias": cache.attention_bias_terms(ln_mode=mode),
+        "tokens": cache.decompose_tokens(ln_mode=mode),
+        "heads_tokens": cache.decompose_heads_tokens(directions=directions, ln_mode=mode),
+    }
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -308,19 +312,9 @@ def test_caches_give_the_same_decompositions(cache_run, mode):
     run = cache_run
     gen = torch.Generator().manual_seed(3)
     texts = torch.randn(4, run.model.cfg.d_embed, generator=gen, dtype=run.dtype)
-
-    def all_of(cache):
-        return {
-            "layers": cache.decompose_layers(ln_mode=mode)[0],
-            "heads": cache.decompose_heads(ln_mode=mode),
-            "bias": cache.attention_bias_terms(ln_mode=mode),
-            "tokens": cache.decompose_tokens(ln_mode=mode),
-            "heads_tokens": cache.decompose_heads_tokens(directions=texts, ln_mode=mode),
-        }
-
-    want = all_of(run.decomp)
+    want = _everything(run.decomp, mode, directions=texts)
     for kind in ("full", "filtered"):
-        got = all_of(run.cache(kind))
+        got = _everything(run.cache(kind), mode, directions=texts)
         for key, value in want.items():
             run.check(got[key], value, f"{mode}: {kind} cache vs decomposition cache, {key}")
     # The decomposition cache keeps only class-token rows where that is all that is used.
@@ -634,17 +628,6 @@ def tiny():
     with torch.no_grad():
         out, cache = model.run_with_decomposition_cache(x)
     return model, x, out, cache
-
-
-def _everything(cache, mode="center"):
-    texts = torch.ones(2, cache.model.cfg.d_embed)
-    return {
-        "layers": cache.decompose_layers(ln_mode=mode)[0],
-        "heads": cache.decompose_heads(ln_mode=mode),
-        "bias": cache.attention_bias_terms(ln_mode=mode),
-        "tokens": cache.decompose_tokens(ln_mode=mode),
-        "heads_tokens": cache.decompose_heads_tokens(directions=texts, ln_mode=mode),
-    }
 
 
 @torch.no_grad()

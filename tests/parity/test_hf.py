@@ -11,7 +11,14 @@ import pytest
 import torch
 import transformers as tf
 from PIL import Image
-from support.arch_hf import HF_ROWS, hf_reference, image_size, perturb_
+from support.arch_hf import (
+    HF_ROWS,
+    TINY_TEXT,
+    TINY_VISION,
+    hf_reference,
+    image_size,
+    perturb_,
+)
 
 from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.hf import SUPPORTED_CLASSES, hf_to_hooked, load_hf
@@ -31,7 +38,7 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return (a - b).abs().max().item(), max(1.0, b.abs().max().item())
 
 
-# The registry's tests/test_parity.py runs these rows in the default suite.
+# The registry's tests/parity/test_parity.py runs these rows in the default suite.
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("label,builder", HF_ROWS, ids=[label for label, _ in HF_ROWS])
@@ -164,15 +171,7 @@ def test_load_hf_without_processor_and_pooler_kwarg(tmp_path):
     """A ViTModel saved with its tanh pooler is refused, and loads with add_pooling_layer=False;
     a directory without an image processor gives preprocess=None."""
     torch.manual_seed(0)
-    config = tf.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=16,
-        patch_size=8,
-    )
-    perturb_(tf.ViTModel(config)).save_pretrained(tmp_path)
+    perturb_(tf.ViTModel(tf.ViTConfig(**TINY_VISION))).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match="add_pooling_layer=False"):
         load_hf(tmp_path)
     cfg, sd, preprocess = load_hf(tmp_path, add_pooling_layer=False)
@@ -203,50 +202,19 @@ def _convnext():
 
 
 def _clip_text():
-    return tf.CLIPTextModel(
-        tf.CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            vocab_size=99,
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-        )
-    )
-
-
-_TINY_VIT = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=16,
-    patch_size=8,
-)
+    return tf.CLIPTextModel(tf.CLIPTextConfig(**TINY_TEXT))
 
 
 def _vit_with_pooler():
-    return tf.ViTModel(tf.ViTConfig(**_TINY_VIT))
+    return tf.ViTModel(tf.ViTConfig(**TINY_VISION))
 
 
 def _deit_with_pooler():
-    return tf.DeiTModel(tf.DeiTConfig(**_TINY_VIT))
+    return tf.DeiTModel(tf.DeiTConfig(**TINY_VISION))
 
 
 def _siglip_no_head():
-    return tf.SiglipVisionModel(
-        tf.SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=16,
-            patch_size=8,
-            vision_use_head=False,
-        )
-    )
+    return tf.SiglipVisionModel(tf.SiglipVisionConfig(**TINY_VISION, vision_use_head=False))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers as tf
+from support.arch_hf import TINY_TOWER, TINY_VISION
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from vision_lens.hooked_vit import HookedViT
@@ -35,21 +36,9 @@ TEXTS = [
 CONTEXT = 16
 TOL = 1e-4
 
-_TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    max_position_embeddings=CONTEXT,
-)
-_VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=32,
-    patch_size=8,
-)
+# support.arch_hf's tiny towers with two blocks; the image tower on 32 x 32 images.
+_TEXT = dict(TINY_TOWER, num_hidden_layers=2, max_position_embeddings=CONTEXT)
+_VISION = dict(TINY_VISION, num_hidden_layers=2, image_size=32)
 
 
 # ------------------------------------------------------------------ tokenizers and models

@@ -9,6 +9,7 @@ as well as through HookedViT.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -54,6 +55,43 @@ def _timm_run(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         for handle in handles:
             handle.remove()
     return out, resids
+
+
+def _every_row(test):
+    """Run ``test(row, dtype_name)`` on every row in float32 and float64, in the slow suite (the
+    registry's tests/parity/test_parity.py runs these rows in the default suite)."""
+    test = pytest.mark.parametrize("row", TIMM_ROWS, ids=IDS)(test)
+    test = pytest.mark.parametrize("dtype_name", DTYPES)(test)
+    return pytest.mark.slow(test)
+
+
+class _Case(NamedTuple):
+    """A row converted at one dtype, with test images and timm's output on them."""
+
+    label: str
+    dtype: torch.dtype
+    tower: LoadedTower
+    x: Tensor
+    ref: Tensor
+    ref_resids: list[Tensor]
+
+
+def _case(row: tuple[str, str, dict], dtype_name: str) -> _Case:
+    label, name, kwargs = row
+    dtype = DTYPES[dtype_name]
+    source = make_timm_model(name, kwargs, dtype)
+    tower = timm_to_hooked(source, name)
+    x = _images(tower.cfg, dtype)
+    return _Case(label, dtype, tower, x, *_timm_run(source, x))
+
+
+def _assert_matches_timm(case: _Case, out: Tensor, resids: list[Tensor]) -> None:
+    """``out`` and the residual stream after every block equal timm's, within the tolerance."""
+    assert out.shape == case.ref.shape
+    assert (out - case.ref).abs().max().item() <= _tolerance(case.dtype, case.ref), case.label
+    for layer, (got, want) in enumerate(zip(resids, case.ref_resids, strict=True)):
+        error = (got - want).abs().max().item()
+        assert error <= _tolerance(case.dtype, want), (case.label, layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,26 +204,15 @@ def _reference_forward(
 # Converter checks (no HookedViT needed).
 
 
-# The registry's tests/test_parity.py runs these rows in the default suite.
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype_name", DTYPES)
-@pytest.mark.parametrize("row", TIMM_ROWS, ids=IDS)
+@_every_row
 def test_state_dict_reproduces_timm(row, dtype_name):
-    label, name, kwargs = row
-    dtype = DTYPES[dtype_name]
-    model = make_timm_model(name, kwargs, dtype)
-    cfg, sd, _ = timm_to_hooked(model, name)
-    assert cfg.dtype == dtype
-    assert all(t.dtype == dtype for t in sd.values())
-    x = _images(cfg, dtype)
-    ref, ref_resids = _timm_run(model, x)
+    case = _case(row, dtype_name)
+    cfg, sd, _ = case.tower
+    assert cfg.dtype == case.dtype
+    assert all(t.dtype == case.dtype for t in sd.values())
     with torch.no_grad():
-        out, resids = _reference_forward(cfg, sd, x)
-    assert out.shape == ref.shape
-    tol = _tolerance(dtype, ref)
-    assert (out - ref).abs().max().item() <= tol, label
-    for layer, (got, want) in enumerate(zip(resids, ref_resids, strict=True)):
-        assert (got - want).abs().max().item() <= _tolerance(dtype, want), (label, layer)
+        out, resids = _reference_forward(cfg, sd, case.x)
+    _assert_matches_timm(case, out, resids)
 
 
 def test_config_read_from_modules():
@@ -347,23 +374,12 @@ def _hooked(tower: LoadedTower):
     return HookedViT.from_loaded(tower)
 
 
-# The registry's tests/test_parity.py runs these rows in the default suite.
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype_name", DTYPES)
-@pytest.mark.parametrize("row", TIMM_ROWS, ids=IDS)
+@_every_row
 def test_hooked_vit_matches_timm(row, dtype_name):
-    label, name, kwargs = row
-    dtype = DTYPES[dtype_name]
-    source = make_timm_model(name, kwargs, dtype)
-    tower = timm_to_hooked(source, name)
-    hooked = _hooked(tower)
-    x = _images(tower.cfg, dtype)
-    ref, ref_resids = _timm_run(source, x)
+    case = _case(row, dtype_name)
+    hooked = _hooked(case.tower)
     with torch.no_grad():
-        out = hooked(x)
-        _, cache = hooked.run_with_cache(x)
-    assert out.shape == ref.shape
-    assert (out - ref).abs().max().item() <= _tolerance(dtype, ref), label
-    for layer, want in enumerate(ref_resids):
-        got = cache[f"blocks.{layer}.hook_resid_post"]
-        assert (got - want).abs().max().item() <= _tolerance(dtype, want), (label, layer)
+        out = hooked(case.x)
+        _, cache = hooked.run_with_cache(case.x)
+    resids = [cache[f"blocks.{layer}.hook_resid_post"] for layer in range(len(case.ref_resids))]
+    _assert_matches_timm(case, out, resids)

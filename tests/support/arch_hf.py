@@ -19,18 +19,17 @@ from torch import Tensor, nn
 
 # Shared small sizes: every row builds and runs in well under a second on CPU.
 _VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
-_TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    vocab_size=99,
-    max_position_embeddings=16,
-    # Token ids inside the tiny vocabulary (CLIP's defaults, 49406/49407, are not).
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
-)
+# A tiny one-block tower (width 32: 2 heads of 16, an MLP of 64). The base of the two configs
+# below, which tests that only build, save or refuse a model use too.
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1)
+# An image tower on 16 x 16 images (2 x 2 patches): a ViTConfig, DeiTConfig or SiglipVisionConfig.
+TINY_VISION = dict(TINY_TOWER, image_size=16, patch_size=8)
+# Token ids inside the tiny vocabulary (CLIP's defaults, 49406/49407, are not).
+_TOKEN_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)
+# A text tower over 99 tokens: the text side of the CLIP and SigLIP rows.
+TINY_TEXT = dict(TINY_TOWER, vocab_size=99, max_position_embeddings=16, **_TOKEN_IDS)
+
+# Token parameters (class, distillation, register, probe, mask) that perturb_ re-draws.
 _TOKEN_NAMES = (
     "class_embedding",
     "cls_token",
@@ -110,7 +109,7 @@ HF_ROWS: list[tuple[str, Callable[[], nn.Module]]] = [
         _build(
             lambda: tf.CLIPModel(
                 tf.CLIPConfig(
-                    text_config=_TEXT,
+                    text_config=TINY_TEXT,
                     vision_config=_clip_vision().to_dict(),
                     projection_dim=24,
                 )
@@ -122,7 +121,7 @@ HF_ROWS: list[tuple[str, Callable[[], nn.Module]]] = [
         "siglip-model",
         _build(
             lambda: tf.SiglipModel(
-                tf.SiglipConfig(text_config=_TEXT, vision_config=_siglip_vision().to_dict())
+                tf.SiglipConfig(text_config=TINY_TEXT, vision_config=_siglip_vision().to_dict())
             )
         ),
     ),

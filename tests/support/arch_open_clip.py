@@ -90,6 +90,14 @@ FULL_SIZE: dict[str, OpenClipTower] = {
     "ViT-bigG-14": OpenClipTower("ViT-bigG-14", {}, 1),
 }
 
+# The CLIP towers of the paper and of OpenAI (QuickGELU): every full-size test runs these.
+CLIP_TOWERS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-B-32-quickgelu")
+
+
+def full_size(*labels: str) -> dict[str, OpenClipTower]:
+    """The rows of :data:`FULL_SIZE` with these labels, in this order."""
+    return {label: FULL_SIZE[label] for label in labels}
+
 
 OPEN_CLIP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     # ----------------------------------------------------------- open_clip VisionTransformer

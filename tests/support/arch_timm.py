@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 _SMALL = dict(depth=2, img_size=64)
+# The same without a classifier head (timm's num_classes=0): the output is the pooled features.
+_HEADLESS = dict(_SMALL, num_classes=0)
 # Base-width towers (SigLIP, CLIP) narrowed to ViT-Tiny width: the layout is what is tested.
-_NARROW = dict(_SMALL, embed_dim=192, num_heads=3)
+_NARROW = dict(_HEADLESS, embed_dim=192, num_heads=3)
 _EVA02 = dict(depth=2, img_size=56)
 
 
@@ -35,14 +37,14 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
         ("test_vit2 (avg, register, layer scale)", "test_vit2", dict(img_size=64, depth=3)),
         ("test_vit3 (MAP over register + patches)", "test_vit3", dict(img_size=64, depth=3)),
         ("test_vit4 (RMSNorm)", "test_vit4", dict(img_size=64, depth=3)),
-        ("deit_tiny", "deit_tiny_patch16_224", dict(_SMALL, num_classes=0)),
-        ("deit_tiny_distilled", "deit_tiny_distilled_patch16_224", dict(_SMALL, num_classes=0)),
+        ("deit_tiny", "deit_tiny_patch16_224", _HEADLESS),
+        ("deit_tiny_distilled", "deit_tiny_distilled_patch16_224", _HEADLESS),
         (
             "deit_tiny_distilled + heads",
             "deit_tiny_distilled_patch16_224",
             dict(_SMALL, num_classes=10),
         ),
-        ("deit3_small (layer scale)", "deit3_small_patch16_224", dict(_SMALL, num_classes=0)),
+        ("deit3_small (layer scale)", "deit3_small_patch16_224", _HEADLESS),
         ("vit_small + classifier", "vit_small_patch16_224", dict(_SMALL, num_classes=10)),
         ("dinov2_small", "vit_small_patch14_dinov2", dict(depth=2, img_size=56)),
         ("dinov2_small_reg4", "vit_small_patch14_reg4_dinov2", dict(depth=2, img_size=56)),
@@ -61,42 +63,34 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
         (
             "split SwiGLU",
             "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, mlp_layer=SwiGLU, act_layer=nn.SiLU, mlp_ratio=8 / 3),
+            dict(_HEADLESS, mlp_layer=SwiGLU, act_layer=nn.SiLU, mlp_ratio=8 / 3),
         ),
         (
             # The block passes its act_layer to the MLP: a GELU-gated GLU (GEGLU), gate last.
             "GluMlp GEGLU gate_last",
             "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, mlp_layer=GluMlp, mlp_ratio=4),
+            dict(_HEADLESS, mlp_layer=GluMlp, mlp_ratio=4),
         ),
-        ("siglip (MAP)", "vit_base_patch16_siglip_224", dict(_NARROW, num_classes=0)),
+        ("siglip (MAP)", "vit_base_patch16_siglip_224", _NARROW),
         ("siglip (MAP) + classifier", "vit_base_patch16_siglip_224", dict(_NARROW, num_classes=7)),
-        (
-            "avg + fc_norm",
-            "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, global_pool="avg"),
-        ),
-        ("clip (ln_pre, no patch bias)", "vit_base_patch16_clip_224", dict(_NARROW, num_classes=0)),
-        (
-            "clip quickgelu",
-            "vit_base_patch16_clip_quickgelu_224",
-            dict(_NARROW, num_classes=0),
-        ),
-        ("qk_norm", "vit_small_patch16_224", dict(_SMALL, num_classes=0, qk_norm=True)),
+        ("avg + fc_norm", "vit_small_patch16_224", dict(_HEADLESS, global_pool="avg")),
+        ("clip (ln_pre, no patch bias)", "vit_base_patch16_clip_224", _NARROW),
+        ("clip quickgelu", "vit_base_patch16_clip_quickgelu_224", _NARROW),
+        ("qk_norm", "vit_small_patch16_224", dict(_HEADLESS, qk_norm=True)),
         (
             "MLP hidden-layer norm (scale_mlp_norm)",
             "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, scale_mlp_norm=True),
+            dict(_HEADLESS, scale_mlp_norm=True),
         ),
         (
             "no class token, avg",
             "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, class_token=False, global_pool="avg"),
+            dict(_HEADLESS, class_token=False, global_pool="avg"),
         ),
         (
             "no_embed_class + 2 registers",
             "vit_small_patch16_224",
-            dict(_SMALL, num_classes=0, no_embed_class=True, reg_tokens=2),
+            dict(_HEADLESS, no_embed_class=True, reg_tokens=2),
         ),
         (
             "no position embedding, no biases, gelu_tanh",
@@ -114,7 +108,7 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
         (
             "eva01 giant-style (avg, fc_norm)",
             "eva_giant_patch14_224",
-            dict(_SMALL, embed_dim=64, num_heads=2, img_size=56, num_classes=0),
+            dict(_HEADLESS, embed_dim=64, num_heads=2, img_size=56),
         ),
         (
             "eva01 clip-style (cls) + classifier",
@@ -142,22 +136,18 @@ def _rows() -> list[tuple[str, str, dict[str, Any]]]:
         (
             "vit rope (AttentionRope, layer scale, no abs pos)",
             "vit_small_patch16_rope_224",
-            dict(_SMALL, num_classes=0),
+            _HEADLESS,
         ),
-        (
-            "vit rope mixed (learned per-head RoPE)",
-            "vit_small_patch16_rope_mixed_224",
-            dict(_SMALL, num_classes=0),
-        ),
+        ("vit rope mixed (learned per-head RoPE)", "vit_small_patch16_rope_mixed_224", _HEADLESS),
         (
             "vit rope, grouped-query key/value heads, qk_norm",
             "vit_small_patch16_rope_224",
-            dict(_SMALL, num_classes=0, qkv_fused=False, num_kv_heads=2, qk_norm=True),
+            dict(_HEADLESS, qkv_fused=False, num_kv_heads=2, qk_norm=True),
         ),
         (
             "vit rope reg1 gap (register, no class token, avg)",
             "vit_base_patch16_rope_reg1_gap_256",
-            dict(_NARROW, num_classes=0),
+            _NARROW,
         ),
         (
             "PE-Core tiny (RoPE, MAP, norm_pre)",

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as F
-from support.arch_open_clip import FULL_SIZE
+from support.arch_open_clip import CLIP_TOWERS, full_size
 from support.oc_helpers import build_visual, free_memory, images, max_err, open_clip_block_outputs
 from support.tiny import tiny_model
 
@@ -24,32 +24,23 @@ F32_TOL = 1e-5
 F64_TOL = 1e-10
 
 # Checked against open_clip in the default run (rows of support.arch_open_clip.FULL_SIZE).
-ARCHS = {
-    label: FULL_SIZE[label]
-    for label in (
-        "ViT-B-32",
-        "ViT-B-16",
-        "ViT-L-14",
-        "ViT-B-32-quickgelu",
-        "ViT-M-16-alt",
-        "ViT-B-32-256",
-        "ViT-B-32@160x256",
-        "ViT-B-32+final_ln_after_pool",
-        "ViT-B-32+no_ln_pre",
-        "ViT-B-32+gelu_tanh",
-        "ViT-B-32+eps1e-6",
-        "ViT-B-32+ls0.1",
-        "w256-hw32",
-    )
-}
+ARCHS = full_size(
+    *CLIP_TOWERS,
+    "ViT-M-16-alt",
+    "ViT-B-32-256",
+    "ViT-B-32@160x256",
+    "ViT-B-32+final_ln_after_pool",
+    "ViT-B-32+no_ln_pre",
+    "ViT-B-32+gelu_tanh",
+    "ViT-B-32+eps1e-6",
+    "ViT-B-32+ls0.1",
+    "w256-hw32",
+)
 
 # float64 copies of these run only in the slow suite.
 SLOW_FLOAT64 = ["ViT-L-14"]
 
-SLOW_ARCHS = {
-    label: FULL_SIZE[label]
-    for label in ("ViT-B-16@288", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14")
-}
+SLOW_ARCHS = full_size("ViT-B-16@288", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14")
 
 
 # ---------------------------------------------------------------------------------- fixtures
