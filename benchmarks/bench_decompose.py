@@ -49,6 +49,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from common import benchmark_parser, parse_benchmark_args
 
 import vision_lens as vl
 
@@ -252,7 +253,7 @@ def run_times(args, clip, model, images, directions, small) -> dict[str, list[fl
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--k", type=int, default=1000, help="directions for (b)")
@@ -260,13 +261,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--memory-reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-probe", choices=MEMORY_PROBES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_benchmark_args(parser, argv)
     if args.memory_probe:
         print(json.dumps(memory_probe(args)))
         return None

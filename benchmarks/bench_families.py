@@ -12,7 +12,6 @@ interleaved and medians reported. Results go to ``benchmarks/results/bench_famil
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import benchmark_parser, parse_benchmark_args
 
 import vision_lens as vl
 
@@ -73,15 +73,11 @@ def _pipeline(model, images):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument("--families", nargs="*", default=None, help="substrings of family names")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_benchmark_args(parser, argv)
     results = {}
     for name, build in FAMILIES.items():
         if args.families and not any(f.lower() in name.lower() for f in args.families):

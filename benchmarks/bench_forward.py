@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from common import benchmark_parser, parse_benchmark_args
 
 import vision_lens as vl
 
@@ -42,17 +42,12 @@ def _timed(fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_benchmark_args(parser, argv)
     torch.manual_seed(0)
     clip = open_clip.create_model(args.model).eval()
     model = vl.HookedViT.from_open_clip_model(clip)

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import platform
@@ -37,7 +36,8 @@ from vision_lens.analysis.textspan import textspan
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bench_textspan.json"
 sys.path.insert(0, str(ROOT / "tests"))
-from textspan_reference import textspan_literal  # noqa: E402
+from common import benchmark_parser, parse_benchmark_args  # noqa: E402
+from support.textspan_reference import textspan_literal  # noqa: E402
 
 
 def make_data(
@@ -59,7 +59,7 @@ def make_data(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument("--heads", type=int, default=64)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--texts", type=int, default=3498)
@@ -68,11 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rank", type=int, default=80)
     parser.add_argument("--literal-heads", type=int, default=2)
     parser.add_argument("--head-chunk", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_benchmark_args(parser, argv)
 
     outputs, texts = make_data(args.heads, args.images, args.texts, args.d)
     n_lit = min(args.literal_heads, args.heads)
