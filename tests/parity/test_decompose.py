@@ -136,11 +136,10 @@ _BUILT: dict[tuple[str, torch.dtype], Run] = {}
 
 
 def _get_run(label: str, dtype: torch.dtype) -> Run:
-    """The Run for (label, dtype), built once while consecutive tests use it; only one is kept
-    (memory), so fixtures over different subsets of ARCHS share builds where pytest groups them."""
+    """The Run for (label, dtype), built once for the module: the fixtures below select
+    different subsets of ARCHS and pytest interleaves them, so every build is kept until the
+    module ends (about 6 GB in the default run)."""
     if (label, dtype) not in _BUILT:
-        _BUILT.clear()
-        free_memory()
         _BUILT[label, dtype] = Run(label, dtype)
     return _BUILT[label, dtype]
 

@@ -57,10 +57,9 @@ _BUILT: dict[str, Arch] = {}
 
 
 def _get_arch(label: str) -> Arch:
-    """Built and run through open_clip once while consecutive tests use it; only one is kept."""
+    """Built and run through open_clip once for the module (``arch`` and ``arch_f64`` select
+    different subsets and pytest interleaves them, so builds are kept until the module ends)."""
     if label not in _BUILT:
-        _BUILT.clear()
-        free_memory()
         config, overrides, batch = ARCHS[label]
         visual = build_visual(config, **overrides)
         model = vl.HookedViT.from_open_clip_model(visual)

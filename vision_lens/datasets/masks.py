@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +35,9 @@ _RESIZES = {"Resize", "ResizeKeepRatio"}
 _CROPS = {"CenterCrop", "CenterCropOrPad"}
 
 
-def geometric_transform(preprocess: Any) -> Callable[[Image.Image], Image.Image]:
+def geometric_transform(
+    preprocess: Callable[[Image.Image], object],
+) -> Callable[[Image.Image], Image.Image]:
     """The geometric part of an image transform, replayed with nearest interpolation.
 
     Args:
@@ -91,7 +92,7 @@ def geometric_transform(preprocess: Any) -> Callable[[Image.Image], Image.Image]
 
 
 def transform_mask(
-    mask: np.ndarray | Tensor | Image.Image, preprocess: Any
+    mask: np.ndarray | Tensor | Image.Image, preprocess: Callable[[Image.Image], object]
 ) -> Bool[Tensor, "height width"]:
     """Resize and crop a binary mask exactly as ``preprocess`` resizes and crops its image.
 

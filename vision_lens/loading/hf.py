@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,10 @@ from vision_lens.config import HookedViTConfig
 from vision_lens.loading._common import fold_layer_scale, linear_bias
 from vision_lens.loading.base import LoadedTower
 from vision_lens.loading.open_clip import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+    from transformers import PretrainedConfig
 
 # Class name -> the output its HookedViT reproduces (for error messages and docs).
 SUPPORTED_CLASSES = {
@@ -108,7 +112,7 @@ def _get(module: nn.Module, *paths: str) -> Any:
     return None
 
 
-def _act_fn(name: Any, kind: str) -> str:
+def _act_fn(name: object, kind: str) -> str:
     if not isinstance(name, str) or name not in _ACT_FNS:
         raise _refuse(
             kind,
@@ -117,7 +121,7 @@ def _act_fn(name: Any, kind: str) -> str:
     return _ACT_FNS[name]
 
 
-def _linear(module: Any, what: str, kind: str) -> nn.Linear:
+def _linear(module: object, what: str, kind: str) -> nn.Linear:
     if not isinstance(module, nn.Linear):
         raise _refuse(kind, f"its {what} is {type(module).__name__}, not a Linear layer")
     return module
@@ -317,7 +321,7 @@ def _layer_scales(layer: nn.Module) -> tuple[Tensor | None, Tensor | None]:
     return ls1, ls2
 
 
-def _check_norm(norm: Any, what: str, kind: str) -> nn.LayerNorm:
+def _check_norm(norm: object, what: str, kind: str) -> nn.LayerNorm:
     if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
         raise _refuse(kind, f"its {what} is {type(norm).__name__}, not an affine LayerNorm")
     return norm
@@ -362,7 +366,7 @@ def _embedding_parts(src: _Source) -> dict[str, Any]:
     }
 
 
-def _image_size(config: Any) -> tuple[int, int]:
+def _image_size(config: PretrainedConfig) -> tuple[int, int]:
     size = config.image_size
     return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
 
@@ -582,7 +586,7 @@ def _map_head(
 
 
 # ---------------------------------------------------------------------- loading by name/path
-def _model_class(config: Any, kind_hint: str) -> type:
+def _model_class(config: PretrainedConfig, kind_hint: str) -> type:
     import transformers
 
     names = [a for a in (getattr(config, "architectures", None) or []) if a in SUPPORTED_CLASSES]
@@ -624,7 +628,7 @@ def hf_preprocess(path: str | os.PathLike, **kwargs: Any) -> Callable | None:
     except (OSError, ValueError, KeyError):
         return None
 
-    def preprocess(image: Any) -> Tensor:
+    def preprocess(image: Image) -> Tensor:
         return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     preprocess.processor = processor  # type: ignore[attr-defined]
