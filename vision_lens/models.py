@@ -228,7 +228,7 @@ def load_clip_or_shapes(
 def _display(pretrained: str) -> str:
     """A pretrained tag as given; a checkpoint shipped in the package relative to it (reports
     written from the shipped model then read the same on every machine)."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parent
     path = Path(pretrained)
     if path.is_file() and path.resolve().is_relative_to(package):
         return str(path.resolve().relative_to(package.parent))
