@@ -17,24 +17,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = [
-    "ANGULAR_SHAPES",
-    "BACKGROUNDS",
-    "COLORS",
-    "COLOR_RGB",
-    "COUNT_WORDS",
-    "LABEL_NAMES",
-    "POSITIONS",
-    "ROUND_SHAPES",
-    "SHAPES",
-    "SIZES",
-    "SIZE_FRACTIONS",
-    "TEXTURES",
-    "VOCABULARY",
-    "Scenes",
-    "with_article",
-]
-
 #: Object shapes. ``ROUND_SHAPES`` and ``ANGULAR_SHAPES`` partition this tuple.
 SHAPES: tuple[str, ...] = (
     "circle",
@@ -135,3 +117,7 @@ def with_article(phrase: str) -> str:
         ('an orange circle', 'a red oval')
     """
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
+# The vocabulary constants (upper case) and the two helpers; nothing imported.
+__all__ = [name for name in dir() if name.isupper()] + ["Scenes", "with_article"]
