@@ -55,3 +55,14 @@ def test_seg_eval_moved_to_apps():
 
     assert old.run_eval_seg is seg_eval.run_eval_seg
     assert vl.analysis.evaluate_segmentation is seg_eval.evaluate_segmentation
+
+
+def test_decompose_dataset_embed_key_is_image_embed():
+    from vision_lens.analysis.batched import decompose_dataset
+
+    out = decompose_dataset(tiny_model(), random_images(3), batch_size=2, progress=False)
+    assert "embed" not in out and out["image_embed"].shape == (3, 16)
+    with pytest.warns(DeprecationWarning, match="image_embed"):
+        assert out["embed"] is out["image_embed"]
+    with pytest.raises(KeyError):
+        out["nothing"]

@@ -8,6 +8,7 @@ one progress bar (:func:`vision_lens.utils.batching.batched`), what each batch g
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from vision_lens.cache import ActivationCache
     from vision_lens.hooked_vit import HookedViT
 
-__all__ = ["decompose_dataset", "iter_batches", "map_batches"]
+__all__ = ["DatasetDecomposition", "decompose_dataset", "iter_batches", "map_batches"]
 
 T = TypeVar("T")
 
@@ -70,6 +71,28 @@ def map_batches(
     return out
 
 
+class DatasetDecomposition(dict):
+    """What :func:`decompose_dataset` returns: a dict of tensors. The model's output is under
+    ``"image_embed"``; ``"embed"``, its key before 0.2, still reads it with a
+    ``DeprecationWarning`` until 0.3 ("embed" names the patch-embedding stage).
+
+    Example:
+        >>> out = DatasetDecomposition(image_embed=torch.zeros(2, 4))
+        >>> out["image_embed"].shape
+        torch.Size([2, 4])
+    """
+
+    def __missing__(self, key: str) -> Any:
+        if key == "embed":
+            warnings.warn(
+                'decompose_dataset(...)["embed"] is now ["image_embed"] (removed in 0.3).',
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self["image_embed"]
+        raise KeyError(key)
+
+
 def decompose_dataset(
     model: HookedViT,
     images: Tensor | Iterable[Any],
@@ -81,7 +104,7 @@ def decompose_dataset(
     batch_size: int = 64,
     progress: bool = True,
     device: str | torch.device | None = "cpu",
-) -> dict[str, Any]:
+) -> DatasetDecomposition:
     """Run :meth:`HookedViT.run_with_decomposition_cache` over a dataset and keep the requested
     decompositions (moved to ``device``).
 
@@ -98,7 +121,8 @@ def decompose_dataset(
         device: Where the results are gathered.
 
     Returns:
-        A dict with ``"embed"`` ``[N, d_embed]`` and the requested entries.
+        A :class:`DatasetDecomposition` (a dict) with ``"image_embed"`` ``[N, d_embed]`` (the
+        model's output) and the requested entries.
 
     Example:
         >>> import vision_lens as vl
@@ -111,7 +135,7 @@ def decompose_dataset(
     """
 
     def step(embed: Tensor, cache: ActivationCache) -> dict[str, Any]:
-        part: dict[str, Any] = {"embed": embed.to(device)}
+        part: dict[str, Any] = {"image_embed": embed.to(device)}
         if layers:
             part["layers"], part["labels"] = cache.decompose_layers(ln_mode=ln_mode)
             part["layers"] = part["layers"].to(device)
@@ -124,7 +148,7 @@ def decompose_dataset(
     parts = map_batches(
         model, images, step, batch_size=batch_size, desc="decomposing", progress=progress
     )
-    out: dict[str, Any] = {"embed": torch.cat([p["embed"] for p in parts])}
+    out = DatasetDecomposition(image_embed=torch.cat([p["image_embed"] for p in parts]))
     if layers:
         out["layers"] = torch.cat([p["layers"] for p in parts], dim=1)
         out["labels"] = parts[-1]["labels"]

@@ -193,14 +193,16 @@ def build_report(
             "Direct effect of each layer",
             "Mean norm of each component's direct contribution to the image embedding, and its "
             "mean projection on the (unit) embedding; the components sum exactly to the embedding.",
-            plot.layer_contributions(overview["layers"], overview["labels"], overview["embed"]),
+            plot.layer_contributions(
+                overview["layers"], overview["labels"], overview["image_embed"]
+            ),
         )
     )
 
     # Cumulative mean-ablation of attention layers (the paper's Figure 3).
     curves = {}
     for task in inputs.tasks:
-        weights = clip.zero_shot_weights(task.class_texts, ["{}"]).to(overview["embed"])
+        weights = clip.zero_shot_weights(task.class_texts, ["{}"]).to(overview["image_embed"])
         if task.images is base:
             terms, labels = overview["layers"], overview["labels"]
         else:

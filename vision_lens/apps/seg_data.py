@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
 from vision_lens.protocols import TextEncoder
 from vision_lens.utils.checks import check_batch_size
 
@@ -99,6 +100,7 @@ def shapes_data(
 
     def batches() -> Iterator[SegBatch]:
         from PIL import Image
+
         from vision_lens.shapes import with_article
 
         for idx in _index_batches(n, batch_size):

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
+
 from vision_lens.analysis.baselines import BASELINES, baseline_scores
 from vision_lens.analysis.seg_metrics import SegmentationMetrics
 from vision_lens.analysis.segmentation import patch_token_scores
