@@ -39,9 +39,16 @@ from vision_lens.analysis import (
 from vision_lens.analysis.batched import decompose_dataset
 from vision_lens.cache import ActivationCache, ComponentId, LayerTerms
 from vision_lens.config import HookedViTConfig
+from vision_lens.errors import (
+    CheckpointError,
+    HookOutputError,
+    IncompleteCacheError,
+    InputWarning,
+    StaleCacheError,
+    UnsupportedModelError,
+)
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
-from vision_lens.loading.open_clip import UnsupportedModelError
 from vision_lens.models import load_clip, load_clip_hf, load_shapes_clip
 from vision_lens.readout import LinearReadout, Readout
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
@@ -75,6 +82,11 @@ __all__ = [
     "HookedViT",
     "HookedViTConfig",
     "UnsupportedModelError",
+    "CheckpointError",
+    "HookOutputError",
+    "IncompleteCacheError",
+    "InputWarning",
+    "StaleCacheError",
     "__version__",
     "analysis",
     "cumulative_attention_ablation",

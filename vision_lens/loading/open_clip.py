@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from vision_lens.config import HookedViTConfig
+from vision_lens.errors import UnsupportedModelError
 from vision_lens.loading._common import (
     activation_name,
     bias_or_zeros,
@@ -41,11 +42,6 @@ from vision_lens.loading._common import (
     is_identity,
 )
 from vision_lens.loading.base import LoadedTower
-
-
-class UnsupportedModelError(ValueError):
-    """The model's image tower cannot be converted into a HookedViT."""
-
 
 _SUPPORTED = (
     "HookedViT supports open_clip VisionTransformer towers with class-token or average pooling "
