@@ -62,6 +62,10 @@ def load_clip(
 
     Raises:
         vision_lens.UnsupportedModelError: The image tower cannot be converted.
+        FileNotFoundError: ``pretrained`` is neither a tag nor an existing file.
+        vision_lens.errors.CheckpointError: The local checkpoint cannot be read or does not fit
+            ``model_name`` (another architecture or image size, missing keys); the message
+            names the file and the fix.
         OSError: open_clip's tokenizer for the model cannot be loaded (pass ``tokenizer=``).
 
     See Also:
@@ -129,6 +133,9 @@ def load_clip_hf(
         vision_lens.UnsupportedModelError: The model is not a ``CLIPModel`` / ``SiglipModel``
             (e.g. a ``Dinov2Model``, or a text- or vision-only class), or its image tower
             cannot be converted.
+        FileNotFoundError: A local path that does not exist.
+        vision_lens.errors.CheckpointError: A local directory without a config or with a
+            weights file that cannot be read (empty, truncated, corrupted); the message names it.
 
     Example:
         >>> model, clip = load_clip_hf("google/siglip-base-patch16-224")  # doctest: +SKIP
@@ -136,7 +143,7 @@ def load_clip_hf(
         >>> probs = clip.probabilities(model(images), weights)  # sigmoid  # doctest: +SKIP
     """
     from vision_lens.loading.base import LoadedTower
-    from vision_lens.loading.hf import hf_preprocess, hf_to_hooked
+    from vision_lens.loading.hf import check_hf_source, hf_preprocess, hf_to_hooked
     from vision_lens.loading.open_clip import UnsupportedModelError
 
     if isinstance(name_or_path_or_model, nn.Module):
@@ -154,6 +161,8 @@ def load_clip_hf(
             )
         path, preprocess = None, None
     else:
+        # A local directory: its config and weights files are there and readable.
+        check_hf_source(name_or_path_or_model, from_pretrained_kwargs.get("subfolder"))
         path = os.fspath(name_or_path_or_model)
         source = load_hf_model(path, text_only=False, **from_pretrained_kwargs)
         preprocess = hf_preprocess(path, **hub_kwargs(from_pretrained_kwargs))

@@ -174,7 +174,7 @@ def _assert_offline(page: str) -> None:
 @pytest.fixture(scope="module")
 def tiny():
     model = tiny_model(image_size=32)
-    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     _, cache = model.run_with_cache(images)
     return images, cache
 

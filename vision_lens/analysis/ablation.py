@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -31,6 +32,7 @@ from vision_lens.analysis.direct_effects import (  # re-exported: their home bef
     head_label,
     split_heads,
 )
+from vision_lens.utils.checks import check_finite
 
 if TYPE_CHECKING:
     from vision_lens.analysis.textspan_result import TextSpanResult
@@ -96,7 +98,7 @@ def mean_ablate(
     """
     check_terms(terms)
     reference = terms if reference is None else reference
-    check_terms(reference)
+    check_terms(reference, "reference")
     if reference.shape[0] != terms.shape[0] or reference.shape[2] != terms.shape[2]:
         raise ValueError(
             f"reference terms {tuple(reference.shape)} do not match terms {tuple(terms.shape)} "
@@ -108,7 +110,15 @@ def mean_ablate(
             raise ValueError(f"boolean ablate mask must have shape {tuple(mask.shape)}.")
         mask = ablate.to(terms.device)
     else:
+        if isinstance(ablate, str | bytes):
+            raise TypeError(f"ablate must be component indices or a boolean mask, got {ablate!r}.")
         index = torch.as_tensor(list(ablate) if not isinstance(ablate, Tensor) else ablate)
+        if index.numel() and (index.is_floating_point() or index.dtype == torch.bool):
+            # .long() would silently truncate 0.9 to component 0.
+            raise TypeError(
+                f"ablate must be int component indices or a boolean mask of shape "
+                f"{tuple(mask.shape)}, got dtype {index.dtype}."
+            )
         if index.numel() and (index.min() < -terms.shape[0] or index.max() >= terms.shape[0]):
             raise IndexError(f"component index out of range for {terms.shape[0]} components.")
         mask[index.long().to(terms.device)] = True
@@ -129,6 +139,8 @@ def zero_shot_accuracy(
         >>> zero_shot_accuracy(torch.tensor([[2.0, 0, 0], [0, 0, 1]]), w, [0, 1])
         0.5
     """
+    check_finite(embeddings, "embeddings")
+    check_finite(class_weights, "class_weights")
     labels = torch.as_tensor(labels, device=embeddings.device)
     if embeddings.shape[-1] != class_weights.shape[-1]:
         raise ValueError(
@@ -187,7 +199,7 @@ def _reference_terms(components: Components, reference: Components | Tensor | No
         if reference.labels != components.labels:
             raise ValueError("reference components must have the same labels as components.")
         return reference.terms
-    check_terms(reference)
+    check_terms(reference, "reference")
     if reference.shape[0] != components.terms.shape[0]:
         raise ValueError(
             f"reference has {reference.shape[0]} components, components have "
@@ -204,6 +216,11 @@ def _as_index(components: Components, items: Iterable[str | int | HeadLabel]) ->
         elif isinstance(item, tuple):
             out.extend(components.head_indices([item]))
         else:
+            if isinstance(item, bool) or not isinstance(item, int | np.integer):
+                raise TypeError(
+                    f"Components are named by label ('L11H3'), (layer, head) or int index, got "
+                    f"{item!r}."
+                )
             index = int(item)
             if not -len(components.labels) <= index < len(components.labels):
                 raise IndexError(f"component index {index} out of range.")
@@ -249,11 +266,17 @@ def ablated_embedding(
     replaced = {}
     for key, value in (replace or {}).items():
         (index,) = _as_index(components, [key])
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"replacement for {components.labels[index]} must be a tensor, got "
+                f"{type(value).__name__}."
+            )
         if value.shape != components.terms.shape[1:]:
             raise ValueError(
                 f"replacement for {components.labels[index]} must be "
                 f"{tuple(components.terms.shape[1:])}, got {tuple(value.shape)}."
             )
+        check_finite(value, f"replacement for {components.labels[index]}")
         replaced[index] = value.to(components.terms)
     if keep is not None:
         kept = set(_as_index(components, keep)) | set(replaced)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vision_lens.analysis.batched import map_batches
 from vision_lens.cache import ComponentId, LnMode, normalize_alias
-from vision_lens.utils.checks import layer_indices
+from vision_lens.utils.checks import check_finite, layer_indices
 
 if TYPE_CHECKING:
     from vision_lens.cache import ActivationCache
@@ -38,18 +38,29 @@ __all__ = [
 HeadLabel = tuple[int, int]
 
 
-def check_terms(terms: object) -> None:
-    """Refuse anything but direct-effect terms ``[component, images, d_embed]``.
+def check_terms(terms: object, name: str = "terms") -> None:
+    """Refuse anything but finite direct-effect terms ``[component, images, d_embed]``.
+
+    Raises:
+        TypeError: Not a floating-point tensor.
+        ValueError: Not 3-D, or NaN/inf in it.
 
     Example:
         >>> check_terms(torch.zeros(3, 2, 4))
     """
-    if not isinstance(terms, Tensor) or terms.dim() != 3:
-        shape = tuple(terms.shape) if isinstance(terms, Tensor) else type(terms).__name__
-        raise ValueError(
-            f"terms must be a tensor [component, batch, d_embed] (as from decompose_layers), "
-            f"got {shape}."
+    if not isinstance(terms, Tensor):
+        raise TypeError(
+            f"{name} must be a tensor [component, batch, d_embed] (as from decompose_layers), "
+            f"got {type(terms).__name__}."
         )
+    if terms.dim() != 3:
+        raise ValueError(
+            f"{name} must be a tensor [component, batch, d_embed] (as from decompose_layers), "
+            f"got shape {tuple(terms.shape)}."
+        )
+    if not terms.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {terms.dtype}.")
+    check_finite(terms, name)
 
 
 def head_label(layer: int, head: int) -> ComponentId:

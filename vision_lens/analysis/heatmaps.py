@@ -24,7 +24,7 @@ from torch import Tensor
 
 from vision_lens.protocols import TextEncoder
 from vision_lens.utils.batching import batched
-from vision_lens.utils.checks import check_images
+from vision_lens.utils.checks import check_finite, check_images
 from vision_lens.utils.grids import upsample_grid
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def text_directions(
     texts: TextsLike,
     n_images: int | None = None,
     normalize: bool = True,
+    *,
+    name: str = "texts",
 ) -> tuple[Tensor, bool]:
     """Embed texts for heatmaps: one list for all images or one list per image.
 
@@ -91,14 +93,17 @@ def text_directions(
             all of the same length), or embeddings ``[n_text, d_embed]`` / ``[N, n_text, d_embed]``.
         n_images: Number of images, checked against per-image texts.
         normalize: Scale every embedding to unit norm.
+        name: The argument's name in error messages (``"reference_texts"``).
 
     Returns:
         ``(directions, per_image)``: ``[n_text, d_embed]`` (``per_image=False``) or
         ``[N, n_text, d_embed]`` (``per_image=True``), on the model's device and dtype.
 
     Raises:
-        ValueError: Empty texts, ragged per-image lists, a wrong number of lists, or embeddings
-            whose width is not the model's ``d_embed``.
+        TypeError: ``texts`` is neither strings nor a tensor.
+        ValueError: Empty texts, ragged per-image lists, a wrong number of lists, embeddings
+            whose width is not the model's ``d_embed``, or embeddings (given or encoded) that
+            hold NaN or inf.
 
     Example:
         >>> import vision_lens as vl
@@ -112,14 +117,16 @@ def text_directions(
     if isinstance(texts, Tensor):
         if texts.dim() not in (2, 3) or texts.shape[-1] != d_embed:
             raise ValueError(
-                f"Text embeddings must be [n_text, {d_embed}] or [N, n_text, {d_embed}] (the "
-                f"model's image-embedding width), got {tuple(texts.shape)}. Were they made by "
+                f"Text embeddings ({name}) must be [n_text, {d_embed}] or [N, n_text, {d_embed}] "
+                f"(the model's image-embedding width), got {tuple(texts.shape)}. Were they made by "
                 "the same CLIP model?"
             )
         if texts.shape[-2] == 0 or texts.shape[0] == 0:
-            raise ValueError("The text embeddings are empty: pass at least one text.")
+            raise ValueError(f"The text embeddings ({name}) are empty: pass at least one text.")
+        if not texts.is_floating_point():
+            raise TypeError(f"Text embeddings ({name}) must be floating point, got {texts.dtype}.")
         per_image = texts.dim() == 3
-        directions = texts.detach()
+        directions = check_finite(texts.detach(), f"The text embeddings ({name})")
     else:
         texts = _check_text_list(texts)
         per_image = not isinstance(texts[0], str)
@@ -137,6 +144,7 @@ def text_directions(
             directions = table[rows.to(table.device)]
         else:
             directions = _encode(clip, list(texts), d_embed)
+        check_finite(directions, f"The text tower's embeddings of {name}")
     if per_image and n_images is not None and directions.shape[0] != n_images:
         raise ValueError(
             f"Got {directions.shape[0]} per-image text lists for {n_images} images; pass one "

@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from vision_lens.utils.checks import check_finite
 
 __all__ = ["Neighbors", "image_neighbors", "text_to_image"]
 
@@ -41,18 +44,29 @@ class Neighbors:
 def _as_groups(outputs: Tensor, name: str = "outputs") -> tuple[Tensor, bool]:
     if not isinstance(outputs, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(outputs).__name__}.")
-    if outputs.dim() == 2:
-        return outputs[None], True
-    if outputs.dim() == 3:
-        return outputs, False
-    raise ValueError(
-        f"{name} must be [images, d_embed] or [group, images, d_embed], got {tuple(outputs.shape)}."
-    )
+    if outputs.dim() not in (2, 3):
+        raise ValueError(
+            f"{name} must be [images, d_embed] or [group, images, d_embed], got "
+            f"{tuple(outputs.shape)}."
+        )
+    if not outputs.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got {outputs.dtype}.")
+    if outputs.shape[-2] == 0:
+        raise ValueError(f"{name} holds no images.")
+    check_finite(outputs, name)
+    return (outputs[None], True) if outputs.dim() == 2 else (outputs, False)
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive int, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return int(value)
 
 
 def _check_k(k: int, n: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
+    _check_positive_int(k, "k")
     if k > n:
         raise ValueError(f"k={k} is larger than the number of candidate images ({n}).")
 
@@ -106,11 +120,20 @@ def image_neighbors(
         [[1], [3]]
     """
     groups, single = _as_groups(outputs)
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
     n_images = groups.shape[1]
     if queries is None:
         index = torch.arange(n_images, device=groups.device)
     else:
-        index = torch.as_tensor(queries, device=groups.device).long().reshape(-1)
+        if isinstance(queries, str | bytes):
+            raise TypeError(f"queries must be image indices (ints), got {queries!r}.")
+        index = torch.as_tensor(queries, device=groups.device).reshape(-1)
+        if index.numel() == 0:
+            raise ValueError("queries is empty: pass at least one image index (or None for all).")
+        if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+            # .long() would silently truncate 0.9 to image 0.
+            raise TypeError(f"queries must be image indices (ints), got dtype {index.dtype}.")
+        index = index.long()
         if index.numel() and (index.min() < -n_images or index.max() >= n_images):
             raise IndexError(f"query index out of range for {n_images} images.")
         index = index % n_images
@@ -154,6 +177,7 @@ def text_to_image(
         [[0, 2], [1, 2]]
     """
     groups, single = _as_groups(outputs)
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
     if not isinstance(text_embeddings, Tensor):
         raise TypeError("text_embeddings must be a tensor [n_text, d_embed].")
     texts = text_embeddings[None] if text_embeddings.dim() == 1 else text_embeddings
@@ -162,6 +186,9 @@ def text_to_image(
             f"text_embeddings must be [n_text, {groups.shape[-1]}] (the head outputs' width), got "
             f"{tuple(text_embeddings.shape)}: were they made by the same CLIP model?"
         )
+    if texts.shape[0] == 0:
+        raise ValueError("text_embeddings is empty: pass at least one text embedding.")
+    check_finite(texts, "text_embeddings")
     _check_k(k, groups.shape[1])
     texts = texts.to(groups)
     if normalize:

@@ -34,7 +34,7 @@ from vision_lens.analysis.heatmaps import (
 from vision_lens.analysis.seg_metrics import binarize, rescale_heatmaps
 from vision_lens.cache import LnMode
 from vision_lens.protocols import TextEncoder
-from vision_lens.utils.checks import head_indices
+from vision_lens.utils.checks import check_finite, head_indices
 from vision_lens.utils.deprecation import renamed_keyword
 from vision_lens.utils.grids import upsample_grid
 
@@ -89,8 +89,24 @@ def patch_token_scores(
         >>> patch_token_scores(cache, torch.randn(5, 16)).shape
         torch.Size([2, 5, 4])
     """
+    if not isinstance(directions, Tensor):
+        raise TypeError(
+            f"directions must be a tensor [n_text, d_embed] or [batch, n_text, d_embed], got "
+            f"{type(directions).__name__}."
+        )
+    if directions.dim() not in (2, 3):
+        raise ValueError(
+            "directions must be [n_text, d_embed] or [batch, n_text, d_embed], got shape "
+            f"{tuple(directions.shape)}."
+        )
+    check_finite(directions, "directions")
     tokens = cache.decompose_tokens(layers=layers, ln_mode=ln_mode, unit_output=unit_output)
     patches = tokens[:, cache.model.readout.patch_positions]  # drop prefix tokens
+    if directions.shape[-1] != patches.shape[-1]:
+        raise ValueError(
+            f"directions are {directions.shape[-1]}-wide but the model embeds into "
+            f"{patches.shape[-1]} dimensions; were they made by the same CLIP model?"
+        )
     directions = directions.to(patches)
     if directions.dim() == 2:
         return torch.einsum("bpd,td->btp", patches, directions)
@@ -274,7 +290,7 @@ def _reference_mean(
                 "subtract_reference=False."
             )
         return pool.mean(0)
-    reference, ref_per_image = text_directions(model, clip, reference_texts)
+    reference, ref_per_image = text_directions(model, clip, reference_texts, name="reference_texts")
     if ref_per_image:
         raise ValueError("reference_texts must be one flat list (or [n_ref, d_embed]).")
     return reference.mean(0)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from vision_lens.analysis.ablation import ablated_embedding
 from vision_lens.analysis.direct_effects import Components, HeadLabel, head_label
+from vision_lens.utils.checks import check_finite
 
 if TYPE_CHECKING:
     from vision_lens.analysis.textspan_result import TextSpanResult
@@ -87,6 +88,8 @@ def group_accuracy(
         >>> r.per_group, r.worst, r.average
         ({0: 1.0, 1: 0.0}, 0.0, 0.5)
     """
+    check_finite(embeddings, "embeddings")
+    check_finite(class_weights, "class_weights")
     labels = torch.as_tensor(labels, device=embeddings.device).long()
     groups = torch.as_tensor(groups, device=embeddings.device).long()
     if embeddings.shape[-1] != class_weights.shape[-1]:

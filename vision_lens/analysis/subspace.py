@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from vision_lens.utils.checks import check_finite
+
 
 @dataclass
 class AttributeVariance:
@@ -134,8 +136,11 @@ def attribute_variance(
         An :class:`AttributeVariance`.
 
     Raises:
-        ValueError: Empty sets, a set of one text with ``contrast``, widths that differ, or a head
-            whose outputs do not vary over the images (its fraction is undefined).
+        TypeError: ``head_outputs`` or a text set is not a tensor, or ``text_sets`` is not a
+            mapping.
+        ValueError: Empty sets, a set of one text with ``contrast``, widths that differ, NaN or
+            inf in the outputs or texts, or a head whose outputs do not vary over the images
+            (its fraction is undefined).
 
     Example:
         >>> color = torch.eye(8)[:3]  # three "colour" texts along axes 0-2
@@ -145,6 +150,16 @@ def attribute_variance(
         >>> attribute_variance(outputs, {"color": color}).fractions.squeeze(1).tolist()
         [0.666..., 0.0]
     """
+    if not isinstance(head_outputs, Tensor):
+        raise TypeError(
+            f"head_outputs must be a tensor [head, images, d_embed], got "
+            f"{type(head_outputs).__name__}."
+        )
+    if not isinstance(text_sets, Mapping):
+        raise TypeError(
+            "text_sets must be a mapping attribute name -> text embeddings, e.g. "
+            f"{{'color': clip.encode(color_prompts)}}; got {type(text_sets).__name__}."
+        )
     if not text_sets:
         raise ValueError("Pass at least one text set, e.g. {'color': clip.encode(color_prompts)}.")
     outputs = head_outputs[None] if head_outputs.ndim == 2 else head_outputs
@@ -153,8 +168,15 @@ def attribute_variance(
             f"head_outputs must be [head, images, d_embed] or [images, d_embed], got shape "
             f"{tuple(head_outputs.shape)}."
         )
+    check_finite(head_outputs, "head_outputs")
     d = outputs.shape[-1]
     for name, directions in text_sets.items():
+        if not isinstance(directions, Tensor):
+            raise TypeError(
+                f"Text set {name!r} must be a tensor [n_text, d_embed], got "
+                f"{type(directions).__name__}."
+            )
+        check_finite(directions, f"text_sets[{name!r}]")
         if directions.shape[-1] != d:
             raise ValueError(
                 f"Text set {name!r} has width {directions.shape[-1]} but the head outputs have "

@@ -48,7 +48,7 @@ from vision_lens.analysis.textspan_result import TextSpanResult
 from vision_lens.cache import LnMode, normalize_alias
 from vision_lens.protocols import TextEncoder
 from vision_lens.utils.batching import progress_bar
-from vision_lens.utils.checks import layer_indices
+from vision_lens.utils.checks import check_finite, layer_indices
 
 if TYPE_CHECKING:
     from vision_lens.cache import ActivationCache
@@ -91,6 +91,11 @@ def _check_inputs(
         )
     if text_embeddings.shape[0] == 0:
         raise ValueError("The text pool is empty: pass at least m text embeddings.")
+    if not text_embeddings.is_floating_point():
+        raise TypeError(
+            f"text_embeddings must be a floating-point tensor, got {text_embeddings.dtype}."
+        )
+    check_finite(text_embeddings, "text_embeddings")
     if outputs.shape[-1] != text_embeddings.shape[-1]:
         raise ValueError(
             f"head outputs have width {outputs.shape[-1]} but text embeddings have width "
@@ -311,12 +316,12 @@ def textspan(
     outputs, text_embeddings, m, rank = _check_inputs(head_outputs, text_embeddings, m, rank)
     n_heads, n_images, d = outputs.shape
     texts, heads = _check_labels(texts, heads, text_embeddings.shape[0], n_heads)
+    if isinstance(head_chunk, bool) or not isinstance(head_chunk, int):
+        raise TypeError(f"head_chunk must be an int, got {type(head_chunk).__name__}.")
     if head_chunk < 1:
         raise ValueError(f"head_chunk must be >= 1, got {head_chunk}.")
     device = outputs.device
     R = text_embeddings.detach().to(device=device, dtype=torch.float64)
-    if not torch.isfinite(R).all():
-        raise ValueError("text_embeddings contain NaN or inf.")
     norms = R.norm(dim=-1)
     if (norms == 0).any():
         bad = int((norms == 0).nonzero()[0])
@@ -331,8 +336,8 @@ def textspan(
     try:
         for start in starts:
             chunk = outputs[start : start + head_chunk].detach().to(torch.float64)
-            if not torch.isfinite(chunk).all():
-                raise ValueError("head_outputs contain NaN or inf.")
+            # Checked per chunk, so no mask as large as all the outputs is built.
+            check_finite(chunk, f"head_outputs (heads {start}..{start + chunk.shape[0] - 1})")
             parts.append(_textspan_chunk(chunk, R, given, m, rank, reconstruct))
             bar.update(1)
     finally:

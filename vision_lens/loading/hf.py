@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from vision_lens.config import HookedViTConfig
 from vision_lens.loading._common import fold_layer_scale, linear_bias
 from vision_lens.loading.base import LoadedTower
+from vision_lens.loading.checkpoints import check_file, checkpoint_error, read_checkpoint
 from vision_lens.loading.open_clip import UnsupportedModelError
 
 if TYPE_CHECKING:
@@ -655,6 +656,10 @@ def load_hf(name_or_path_or_model: str | os.PathLike | nn.Module, **kwargs: Any)
     Raises:
         UnsupportedModelError: The checkpoint is not one of :data:`SUPPORTED_CLASSES`, or
             cannot be reproduced exactly (see :func:`hf_to_hooked`).
+        FileNotFoundError: A local path that does not exist.
+        vision_lens.errors.CheckpointError: A local directory whose files cannot be read or
+            do not fit the model (see :func:`check_hf_source`, :func:`load_pretrained_checked`),
+            or ``image_size=`` other than the checkpoint's; the message names the file.
 
     Example:
         >>> import tempfile
@@ -673,18 +678,158 @@ def load_hf(name_or_path_or_model: str | os.PathLike | nn.Module, **kwargs: Any)
         return hf_to_hooked(name_or_path_or_model)
     from transformers import AutoConfig
 
+    local = check_hf_source(name_or_path_or_model, kwargs.get("subfolder"))
     path = os.fspath(name_or_path_or_model)
     if kwargs.pop("trust_remote_code", False):
         raise ValueError("load_hf does not run remote code (trust_remote_code=True refused).")
     hub = hub_kwargs(kwargs)
     config = AutoConfig.from_pretrained(path, **hub)
     cls = _model_class(config, repr(path))
-    if os.path.isdir(path):
+    if local:
         if any(name.endswith(".safetensors") for name in os.listdir(path)):
             kwargs.setdefault("use_safetensors", True)
+        _check_image_size(config, kwargs, path)
     else:
         # A hub id: insist on safetensors rather than unpickling a .bin.
         kwargs.setdefault("use_safetensors", True)
-    model = cls.from_pretrained(path, **kwargs).eval()
+    model = load_pretrained_checked(cls, path, **kwargs).eval()
     cfg, state_dict, _ = hf_to_hooked(model, model_name=path)
     return LoadedTower(cfg, state_dict, hf_preprocess(path, **hub))
+
+
+def _looks_local(name_or_path: str | os.PathLike) -> bool:
+    """Whether a name is meant as a local path rather than a hub id (``org/name``)."""
+    if not isinstance(name_or_path, str) or os.path.exists(name_or_path):
+        return True
+    return (
+        os.path.isabs(name_or_path)
+        or name_or_path.startswith((".", "~"))
+        or name_or_path.count("/") > 1
+        or os.sep != "/"
+        and os.sep in name_or_path
+    )
+
+
+def check_hf_source(name_or_path: str | os.PathLike, subfolder: str | None = None) -> bool:
+    """Check a local ``save_pretrained`` directory before ``from_pretrained`` reads it; return
+    whether ``name_or_path`` is local (``False``: a hub id, left to ``transformers``).
+
+    The config must exist and every weights file must be readable (safetensors headers are
+    checked, which catches empty, truncated and corrupted files; ``.bin`` files are read with
+    ``torch.load(weights_only=True)`` when there are no safetensors, as transformers would).
+
+    Raises:
+        FileNotFoundError: A local path that does not exist.
+        vision_lens.errors.CheckpointError: A file instead of a directory, no ``config.json``,
+            no weights, or a weights file that cannot be read; the message names the file.
+    """
+    if not _looks_local(name_or_path):
+        return False
+    path = os.path.expanduser(os.fspath(name_or_path))
+    if subfolder:
+        path = os.path.join(path, subfolder)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Model directory {path!r} does not exist (resolved: {os.path.abspath(path)!r}); "
+            "pass the directory save_pretrained wrote, or a hub id such as 'org/name'."
+        )
+    if not os.path.isdir(path):
+        raise checkpoint_error(
+            path,
+            "is a file, not a save_pretrained directory",
+            "pass the directory that holds it together with its config.json",
+        )
+    names = sorted(os.listdir(path))
+    if "config.json" not in names:
+        raise checkpoint_error(
+            path,
+            "has no config.json, so it is not a save_pretrained directory",
+            "pass the directory model.save_pretrained(...) wrote",
+        )
+    weights = [
+        n
+        for n in names
+        if (n.startswith("model") and n.endswith(".safetensors"))
+        or (n.startswith("pytorch_model") and n.endswith(".bin"))
+    ]
+    if not weights:
+        raise checkpoint_error(
+            path,
+            "has no weights file (model.safetensors or pytorch_model.bin)",
+            "save the model with model.save_pretrained(path) or download it again",
+        )
+    safetensors = [n for n in weights if n.endswith(".safetensors")]
+    for name in safetensors or weights:
+        _check_weights_file(os.path.join(path, name))
+    return True
+
+
+def _check_weights_file(file: str) -> None:
+    check_file(file)
+    if not file.endswith(".safetensors"):
+        read_checkpoint(file)
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="pt") as handle:
+            handle.keys()
+    except SafetensorError as err:
+        raise checkpoint_error(
+            file, f"is not a valid safetensors file, truncated or corrupted ({err})"
+        ) from err
+
+
+def _check_image_size(config: PretrainedConfig, kwargs: Mapping[str, Any], path: str) -> None:
+    """Refuse ``image_size=`` overriding the saved config's (the position embeddings were
+    learned for the saved size; transformers would refuse them or, for DINOv2, interpolate
+    them at every call)."""
+    if "image_size" not in kwargs:
+        return
+    vision = getattr(config, "vision_config", config)
+    saved = getattr(vision, "image_size", None)
+    wanted = kwargs["image_size"]
+    if saved is not None and _pair(saved) != _pair(wanted):
+        raise checkpoint_error(
+            path,
+            f"was made for {_pair(saved)} px images, not the image_size={wanted!r} asked for; "
+            "position embeddings are not resized silently",
+            "load it at its own size and resample explicitly: "
+            f"HookedViT.from_hf({path!r}, image_size={wanted!r}) (not a from_pretrained "
+            "image_size)",
+        )
+
+
+def _pair(size: Any) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def load_pretrained_checked(cls: type, path: str, **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained(path, **kwargs)``, refusing a checkpoint that leaves parameters at
+    their random initialisation (missing keys, or sizes skipped by
+    ``ignore_mismatched_sizes``) instead of transformers' log warning, and naming the
+    directory when the weights do not fit the architecture."""
+    kwargs.pop("output_loading_info", None)
+    arch = cls.__name__
+    try:
+        model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
+    except RuntimeError as err:  # load_state_dict: shapes that do not fit the config
+        raise checkpoint_error(
+            path,
+            f"does not fit {arch} as its config.json describes it ({err})",
+            "pass the directory of a checkpoint saved from this config",
+        ) from err
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = info.get("mismatched_keys") or []
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in mismatched)
+    if missing or mismatched:
+        bad = missing or mismatched
+        what = "missing" if missing else "of another shape"
+        shown = ", ".join(bad[:3]) + (f", ... ({len(bad)} in all)" if len(bad) > 3 else "")
+        raise checkpoint_error(
+            path,
+            f"leaves {len(bad)} parameter(s) of {arch} at random initialisation ({what}: {shown})",
+            "pass a complete checkpoint saved from this architecture (or the class it was "
+            "saved from, e.g. add_pooling_layer=False for a ViTModel without pooler)",
+        )
+    return model

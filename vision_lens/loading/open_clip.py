@@ -27,6 +27,7 @@ before the attention projection, which mixes the heads; EVA02-E: post-norm block
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 
@@ -588,20 +589,88 @@ def default_preprocess(visual: nn.Module) -> Callable:
 
 def check_pretrained_source(model_name: str, pretrained: str | os.PathLike | None) -> str | None:
     """``pretrained`` as open_clip takes it (a str), after checking that it is a known tag or an
-    existing file; raises a clear FileNotFoundError otherwise."""
+    existing file; raises a clear FileNotFoundError otherwise (and CheckpointError for a
+    directory or an empty file)."""
     import open_clip
+
+    from vision_lens.loading.checkpoints import check_file
 
     if pretrained is None:
         return None
     pretrained = os.fspath(pretrained)  # open_clip takes str only (it lower()s tags)
     if open_clip.get_pretrained_cfg(model_name, pretrained):
         return pretrained
-    if not os.path.isfile(pretrained):
+    if not os.path.exists(pretrained):
         raise FileNotFoundError(
             f"{pretrained!r} is neither an existing checkpoint file nor an open_clip pretrained "
             f"tag for {model_name}. Tags: {open_clip.list_pretrained_tags_by_model(model_name)}"
         )
-    return pretrained
+    return check_file(pretrained)
+
+
+def _position_keys(model: nn.Module) -> dict[str, tuple[int, tuple[int, int]]]:
+    """The image tower's learned position-embedding keys -> (prefix tokens, patch size)."""
+    visual = model.visual
+    conv = getattr(visual, "conv1", None)
+    if isinstance(getattr(visual, "positional_embedding", None), Tensor) and conv is not None:
+        prefix = int(_has_class_token(visual))
+        return {"visual.positional_embedding": (prefix, tuple(conv.kernel_size))}
+    trunk = getattr(visual, "trunk", None)
+    if isinstance(getattr(trunk, "pos_embed", None), Tensor) and hasattr(trunk, "patch_embed"):
+        prefix = 0 if getattr(trunk, "no_embed_class", False) else trunk.num_prefix_tokens
+        patch = tuple(trunk.patch_embed.patch_size)
+        return {"visual.trunk.pos_embed": (prefix, patch)}
+    return {}
+
+
+def load_open_clip_checkpoint(model: nn.Module, path: str, model_name: str) -> None:
+    """Load a local checkpoint file into an open_clip model as ``open_clip.load_checkpoint``
+    does (its format conversions included), except that nothing is resized or left out
+    silently: a checkpoint for another image size, with missing, extra or other-shaped tensors,
+    or one that cannot be read is refused with a :class:`CheckpointError` naming the file.
+
+    ``.npz``/``.npy`` (big_vision) files are left to open_clip's own converter.
+    """
+    from open_clip import factory
+
+    from vision_lens.loading.checkpoints import (
+        as_state_dict,
+        check_state_dict,
+        load_checked,
+        read_checkpoint,
+    )
+
+    if os.path.splitext(path)[1] in (".npz", ".npy"):
+        factory.load_checkpoint(model, path, weights_only=True)
+        return
+    state_dict = as_state_dict(read_checkpoint(path), path)
+    # The format conversions of open_clip.load_checkpoint, without its resize_pos_embed and
+    # resize_text_pos_embed (refused below instead).
+    state_dict = factory.convert_state_dict(model, state_dict)
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = factory.convert_to_custom_text_state_dict(state_dict)
+    for key in ("logit_scale", "logit_bias"):
+        param = getattr(model, key, None)
+        if key in state_dict and isinstance(param, Tensor):
+            if state_dict[key].ndim != param.ndim and state_dict[key].numel() == param.numel():
+                state_dict[key] = state_dict[key].reshape(param.shape)
+    if "logit_bias" not in state_dict and getattr(model, "logit_bias", None) is not None:
+        if "logit_scale" in state_dict:  # a CLIP checkpoint into a SigLIP model, as open_clip
+            state_dict["logit_bias"] = torch.zeros_like(state_dict["logit_scale"])
+    state_dict.pop("text.transformer.embeddings.position_ids", None)
+    size_fix = (
+        "load it into the open_clip config of its own image size, then resample explicitly: "
+        "HookedViT.from_loaded(open_clip_to_hooked(model), image_size=...)"
+    )
+    check_state_dict(
+        model,
+        state_dict,
+        path,
+        f"open_clip {model_name}",
+        position_keys=_position_keys(model),
+        size_fix=size_fix,
+    )
+    load_checked(model, state_dict, path, f"open_clip {model_name}")
 
 
 def create_open_clip(
@@ -610,14 +679,32 @@ def create_open_clip(
     """Create an open_clip model by name (tag, local checkpoint or random weights), after
     checking that the architecture converts and the weights exist.
 
+    A local checkpoint is read without running code and checked against the architecture
+    (:func:`load_open_clip_checkpoint`): open_clip would resize position embeddings of another
+    image size silently; here that is refused.
+
     Raises:
         vision_lens.UnsupportedModelError: The image tower is not one we convert.
         FileNotFoundError: ``pretrained`` is neither a tag nor an existing file.
+        vision_lens.errors.CheckpointError: The local checkpoint is a directory, empty,
+            truncated, not a checkpoint, for another architecture or image size, or incomplete;
+            the message names the file.
     """
     import open_clip
 
     check_open_clip_config(model_name)
     pretrained = check_pretrained_source(model_name, pretrained)
-    return open_clip.create_model(
-        model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
+    if pretrained is None or open_clip.get_pretrained_cfg(model_name, pretrained):
+        return open_clip.create_model(
+            model_name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
+        )
+    # A local file: no default text-tower weights (open_clip skips them when CLIP weights load;
+    # the flag is pretrained_text in open_clip >= 3.x, pretrained_hf before).
+    params = inspect.signature(open_clip.create_model).parameters
+    flag = "pretrained_text" if "pretrained_text" in params else "pretrained_hf"
+    no_text_weights = {flag: False}
+    model = open_clip.create_model(
+        model_name, pretrained=None, cache_dir=cache_dir, **no_text_weights
     )
+    load_open_clip_checkpoint(model, pretrained, model_name)
+    return model

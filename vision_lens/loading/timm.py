@@ -24,6 +24,8 @@ EVA02-CLIP), which mixes the heads so that the per-head decomposition would not 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,14 @@ from torch import Tensor, nn
 from vision_lens.config import HookedViTConfig
 from vision_lens.loading._common import activation_name, is_identity, linear_bias
 from vision_lens.loading.base import LoadedTower
+from vision_lens.loading.checkpoints import (
+    as_state_dict,
+    check_file,
+    check_state_dict,
+    checkpoint_error,
+    load_checked,
+    read_checkpoint,
+)
 from vision_lens.loading.open_clip import UnsupportedModelError
 
 _SUPPORTED = (
@@ -750,7 +760,9 @@ def load_timm(
         name_or_model: A timm model name (``timm.create_model``) or an already built model.
         pretrained: ``False`` for random weights, ``True`` for timm's pretrained weights (needs
             them downloaded or cached), or the path of a local checkpoint file. timm loads
-            checkpoints with ``torch.load(weights_only=True)``, so no pickled code runs.
+            checkpoints with ``torch.load(weights_only=True)``, so no pickled code runs; see
+            :func:`load_timm_checkpoint` (``pretrained=True`` with
+            ``pretrained_cfg_overlay=dict(file=path)`` is the same).
         **create_kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes=0``,
             ``img_size=...``, ``depth=...``).
 
@@ -759,6 +771,9 @@ def load_timm(
 
     Raises:
         UnsupportedModelError: If the model is not a plain ViT HookedViT implements.
+        FileNotFoundError: The checkpoint path does not exist.
+        vision_lens.errors.CheckpointError: The checkpoint cannot be read or does not fit the
+            model (another architecture or image size, missing keys); the message names it.
 
     Example:
         >>> cfg, state_dict, _ = load_timm("vit_small_patch16_224", num_classes=0, depth=2)
@@ -772,11 +787,90 @@ def load_timm(
     import timm
 
     name = name_or_model
+    overlay = dict(create_kwargs.pop("pretrained_cfg_overlay", None) or {})
+    path = None
     if isinstance(pretrained, str | bytes) or hasattr(pretrained, "__fspath__"):
-        overlay = dict(create_kwargs.pop("pretrained_cfg_overlay", None) or {})
-        overlay["file"] = str(pretrained)
+        path = os.fsdecode(pretrained)
+    elif pretrained and overlay.get("file"):
+        path = os.fsdecode(overlay.pop("file"))
+    if overlay:
         create_kwargs["pretrained_cfg_overlay"] = overlay
-        pretrained = True
-    model = timm.create_model(name, pretrained=bool(pretrained), **create_kwargs)
+    if path is None:
+        model = timm.create_model(name, pretrained=bool(pretrained), **create_kwargs)
+    else:
+        check_file(path)  # before building the model
+        model = timm.create_model(name, pretrained=False, **create_kwargs)
+        load_timm_checkpoint(model, path, name)
     model.eval()
     return timm_to_hooked(model, name)
+
+
+# Errors timm's checkpoint filters raise on tensors they cannot convert.
+_FILTER_ERRORS = (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError)
+
+
+def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "head")
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+
+
+def load_timm_checkpoint(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load a local checkpoint file into a timm model as ``timm.create_model(pretrained=True,
+    pretrained_cfg_overlay=dict(file=path))`` would, but refusing what timm would fix silently.
+
+    The file is read without running code; a ``num_classes=0`` model drops the checkpoint's
+    classifier (as timm does); checkpoints in another layout (e.g. original JAX or DINO keys)
+    go through the model's ``checkpoint_filter_fn``. A checkpoint for another image size (timm
+    would resample its position embeddings) or another patch size (timm would resample the
+    patch embedding), and one with missing, extra or other-shaped tensors, is refused.
+
+    Raises:
+        FileNotFoundError: Nothing exists at ``path``.
+        vision_lens.errors.CheckpointError: The file cannot be read or does not fit the model;
+            the message names the file, the problem and the fix.
+    """
+    path = os.fspath(path)
+    arch = f"timm {name}"
+    state_dict = as_state_dict(
+        read_checkpoint(path), path, ("state_dict_ema", "model_ema", "state_dict", "model")
+    )
+    heads = _classifier_keys(model)
+
+    def drop_head(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        if getattr(model, "num_classes", None) != 0:
+            return sd
+        return {k: v for k, v in sd.items() if not any(k.startswith(h + ".") for h in heads)}
+
+    state_dict = drop_head(state_dict)
+    expected = model.state_dict()
+    pos = getattr(model, "pos_embed", None)
+    position_keys = {}
+    if isinstance(pos, Tensor) and hasattr(model, "patch_embed"):
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        position_keys["pos_embed"] = (prefix, tuple(model.patch_embed.patch_size))
+    size_fix = (
+        "create the model at the checkpoint's size (img_size=...), then resample explicitly: "
+        "HookedViT.from_timm(name, pretrained=path, img_size=<its size>, image_size=<yours>)"
+    )
+    reshaped = [
+        k
+        for k in state_dict
+        if k in expected and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if set(state_dict) != set(expected) and not reshaped:
+        # Another key layout: timm's own converter for this model (it would also resample
+        # position and patch embeddings: any shape difference was refused above/below).
+        module = sys.modules.get(type(model).__module__)
+        filter_fn = getattr(module, "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            try:
+                state_dict = drop_head(dict(filter_fn(state_dict, model)))
+            except _FILTER_ERRORS as err:
+                raise checkpoint_error(
+                    path,
+                    f"is not a checkpoint of {arch} (timm's converter failed: "
+                    f"{type(err).__name__}: {err})",
+                    f"pass a checkpoint saved from {arch}",
+                ) from err
+    check_state_dict(model, state_dict, path, arch, position_keys=position_keys, size_fix=size_fix)
+    load_checked(model, state_dict, path, arch)

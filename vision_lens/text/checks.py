@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from torch import Tensor, nn
 
 from vision_lens.protocols import Template
+from vision_lens.utils.checks import check_finite
 
 
 def as_text_list(texts: object, what: str = "text") -> list[str]:
@@ -138,8 +139,8 @@ def as_matrix(x: object, name: str) -> Tensor:
     """An embedding tensor as ``[n, d_embed]``: a ``[d_embed]`` vector becomes one row.
 
     Raises:
-        TypeError: ``x`` is not a tensor.
-        ValueError: ``x`` is neither 1-D nor 2-D.
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: ``x`` is neither 1-D nor 2-D, or holds NaN or inf.
 
     Example:
         >>> import torch
@@ -148,13 +149,14 @@ def as_matrix(x: object, name: str) -> Tensor:
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a tensor [n, d_embed], got {type(x).__name__}.")
-    if x.ndim == 1:
-        return x.unsqueeze(0)
-    if x.ndim != 2:
+    if x.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be [n, d_embed] (or one [d_embed] vector), got shape {tuple(x.shape)}."
         )
-    return x
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+    check_finite(x, name)
+    return x.unsqueeze(0) if x.ndim == 1 else x
 
 
 def check_tokens(

@@ -24,7 +24,7 @@ from vision_lens.text.sources import (
     open_clip_tokenizer,
 )
 from vision_lens.utils.batching import progress_bar
-from vision_lens.utils.checks import check_batch_size
+from vision_lens.utils.checks import check_batch_size, check_finite
 
 
 class CLIPText(nn.Module):
@@ -245,7 +245,7 @@ class CLIPText(nn.Module):
             ...                                           num_attention_heads=2)))
             Traceback (most recent call last):
             ...
-            vision_lens.loading.open_clip.UnsupportedModelError: Dinov2Model has no text tower ...
+            vision_lens.errors.UnsupportedModelError: Dinov2Model has no text tower ...
         """
         if isinstance(name_or_path_or_model, nn.Module):
             if from_pretrained_kwargs:
@@ -505,7 +505,9 @@ class CLIPText(nn.Module):
             hint=backend.tokenizer_hint,
         )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return backend.encode(self.model, inputs, normalize)
+        # A tower that overflows (float16) or has broken weights would otherwise hand NaN to
+        # every similarity downstream.
+        return check_finite(backend.encode(self.model, inputs, normalize), "The text embeddings")
 
     def _first_param(self) -> Tensor:
         embedding = self._backend.token_embedding(self.model)

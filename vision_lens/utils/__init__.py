@@ -6,7 +6,13 @@ may use it.
 """
 
 from vision_lens.utils.batching import batch_count, batched, iter_batches, progress_bar
-from vision_lens.utils.checks import check_batch_size, check_images, head_indices, layer_indices
+from vision_lens.utils.checks import (
+    check_batch_size,
+    check_finite,
+    check_images,
+    head_indices,
+    layer_indices,
+)
 from vision_lens.utils.grids import as_square_grid, upsample_grid
 
 __all__ = [
@@ -14,6 +20,7 @@ __all__ = [
     "batch_count",
     "batched",
     "check_batch_size",
+    "check_finite",
     "check_images",
     "head_indices",
     "iter_batches",
