@@ -4,26 +4,71 @@ Each sub-command's options are named (``dest``) like the parameters of the funct
 :func:`_call` passes them on by name: ``vision-lens report`` runs
 :func:`~vision_lens.apps.report.write_report`, ``vision-lens eval-seg`` runs
 :func:`~vision_lens.apps.seg_eval.run_eval_seg`.
+
+A user's mistake ends the command with exit code 2 and one line on stderr,
+``vision-lens <command>: error: <what is wrong and how to fix it>``; ``--debug`` shows the
+traceback instead. Bugs keep their traceback (exit code 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import inspect
 import shlex
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn, TypeVar
 
-from vision_lens.loading.open_clip import UnsupportedModelError
+from vision_lens import errors
 
 _R = TypeVar("_R")
 
+#: What counts as the user's mistake (exit 2, one line) rather than a bug (traceback, exit 1).
+#:
+#: * ``ValueError``, ``TypeError``, ``IndexError``: how the library refuses a bad argument (a value
+#:   out of its domain, an argument of the wrong kind, a layer or head the model lacks; see
+#:   ``vision_lens/errors.py``). ``UnsupportedModelError``, ``CheckpointError`` and
+#:   ``HookOutputError`` are ``ValueError`` s.
+#: * ``OSError``: files and folders (``FileNotFoundError``, ``NotADirectoryError``,
+#:   ``IsADirectoryError``, ``PermissionError``, PIL's ``UnidentifiedImageError``, a full disk, a
+#:   failed download): the environment, not the code.
+#: * ``StaleCacheError`` (a ``RuntimeError``) and ``IncompleteCacheError`` (a ``KeyError``): the
+#:   library's own refusals.
+#: * ``MemoryError`` and torch's out-of-memory error: too large a batch for the machine.
+#:
+#: Everything else, notably ``RuntimeError`` from torch internals, ``KeyError``,
+#: ``AttributeError`` and ``AssertionError``, is a bug and keeps its traceback. open_clip's
+#: unknown-model and unknown-tag ``RuntimeError`` s never arise: :func:`_check_model` refuses
+#: those names before open_clip is asked.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    IndexError,
+    OSError,
+    MemoryError,
+    errors.StaleCacheError,
+    errors.IncompleteCacheError,
+)
+
+
+class CommandLineError(ValueError):
+    """An option (or combination of options) the command refuses before doing any work."""
+
 
 def _call(function: Callable[..., _R], args: argparse.Namespace) -> _R:
-    """Call ``function`` with the parsed options that are named like its parameters."""
+    """Call ``function`` with the parsed options that are named like its parameters; options left
+    unset (``None``) keep the function's default."""
     parameters = inspect.signature(function).parameters
-    return function(**{name: value for name, value in vars(args).items() if name in parameters})
+    return function(
+        **{
+            name: value
+            for name, value in vars(args).items()
+            if name in parameters and value is not None
+        }
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -43,6 +88,71 @@ def _eval_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Option types: a bad value is refused by argparse, naming the option, before anything loads.
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, batch sizes)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds, layer indices, optional counts)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """A torch device that exists on this machine: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    import torch
+
+    hint = "use cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; {hint}") from None
+    if device.type == "cpu":
+        return text
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: CUDA is not available on this machine; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+        return text
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: MPS is not available on this machine; use --device cpu"
+            )
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not supported; {hint}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``<prog>: error: <message>``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_model_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
     """The options every sub-command shares: which CLIP, batch size and device."""
     parser.add_argument(
@@ -52,8 +162,14 @@ def _add_model_options(parser: argparse.ArgumentParser, batch_size: int) -> None
         help="open_clip model name (default: the shipped shapes model)",
     )
     parser.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint path")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
+    parser.add_argument("--device", type=torch_device, default=None, help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps a --debug given before the sub-command
+        help="show the traceback of an error",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.model_name, args.progress, args.figure, args.batch_size
         ('ViT-B-16', False, True, 32)
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vision-lens",
         description="Mechanistic interpretability for CLIP vision transformers.",
     )
-    commands = parser.add_subparsers(dest="subcommand", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     report = commands.add_parser(
         "report",
         help="write one HTML page of figures: layer and head direct effects, attention "
@@ -76,12 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a self-contained HTML report. With no arguments it uses the shipped "
         "shapes-world CLIP and generated scenes.",
     )
-    report.add_argument("--out", default="report.html", help="HTML file to write")
+    report.add_argument(
+        "--out", default="report.html", help="HTML file to write (its folder must exist)"
+    )
     _add_model_options(report, batch_size=64)
     report.add_argument("--images", help="folder of images (default: shapes-world scenes)")
-    report.add_argument("--texts", nargs="+", help="text queries for the heatmaps (with --images)")
-    report.add_argument("--max-images", type=int, default=8, help="images used from --images")
-    report.set_defaults(run=_report)
+    report.add_argument(
+        "--texts", nargs="+", help="2 to 6 text queries for the heatmaps (with --images)"
+    )
+    report.add_argument(
+        "--max-images", type=positive_int, help="images used from --images (default 8)"
+    )
+    report.set_defaults(run=_report, parser=report)
 
     from vision_lens.apps.seg_eval import METHODS, SHAPES_SEED
 
@@ -99,29 +222,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--imagenet-seg", metavar="PATH", help="gtsegs_ijcv.mat (default: shapes-world scenes)"
     )
     seg.add_argument(
-        "--n", type=int, help="number of images (default: 500 shapes scenes / all ImageNet-seg)"
+        "--n",
+        type=positive_int,
+        help="number of images (default: 500 shapes scenes / all ImageNet-seg)",
     )
-    seg.add_argument("--seed", type=int, default=SHAPES_SEED, help="seed of the shapes scenes")
+    seg.add_argument(
+        "--seed",
+        type=non_negative_int,
+        help=f"seed of the shapes scenes (default {SHAPES_SEED}; not with --imagenet-seg)",
+    )
     seg.add_argument(
         "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to compare"
     )
     seg.add_argument(
-        "--layers", nargs="+", type=int, help="attention layers of our method (default: all)"
+        "--layers",
+        nargs="+",
+        type=non_negative_int,
+        help="attention layers of our method (default: all)",
     )
     seg.add_argument(
         "--templates",
         choices=("openai", "simple"),
-        default="openai",
-        help="ImageNet prompt templates for the class texts",
+        help="ImageNet prompt templates for the class texts (default openai; with --imagenet-seg)",
     )
     seg.add_argument(
         "--class-source",
         choices=("predicted", "label"),
-        default="predicted",
         help="ImageNet class per image: the model's zero-shot prediction (the reference "
-        "protocol) or the image's WordNet label",
+        "protocol, the default) or the image's WordNet label (with --imagenet-seg)",
     )
-    seg.add_argument("--n-examples", type=int, default=4, help="images in the example figure")
+    seg.add_argument(
+        "--n-examples", type=non_negative_int, default=4, help="images in the example figure"
+    )
     seg.add_argument(
         "--no-figure",
         dest="figure",
@@ -135,19 +267,138 @@ def build_parser() -> argparse.ArgumentParser:
         "and each method's best fixed threshold",
     )
     seg.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
-    seg.set_defaults(run=_eval_seg)
+    seg.set_defaults(run=_eval_seg, parser=seg)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vision-lens`` console script."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.command = " ".join(["vision-lens", *map(shlex.quote, argv)])  # recorded in results
+# ---------------------------------------------------------------------------------------------
+# Checks of option combinations, before any model or data loads.
+
+
+def _check_model(model_name: str | None, pretrained: str | None) -> None:
+    """Refuse an unknown or unconvertible ``--model`` and an unknown ``--pretrained`` before any
+    weights load (open_clip itself raises a bare ``RuntimeError`` for them, after a while)."""
+    if model_name is None:
+        if pretrained is not None:
+            raise CommandLineError(
+                f"--pretrained needs --model (got --pretrained {pretrained!r} alone; the shipped "
+                "shapes model has its own weights): add --model NAME or drop --pretrained"
+            )
+        return
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        return  # checked by open_clip when it reads them
+    import open_clip
+
+    from vision_lens.loading.open_clip import check_open_clip_config, check_pretrained_source
+
+    if open_clip.get_model_config(model_name) is None:
+        close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3, cutoff=0.5)
+        hint = (
+            f"did you mean {' or '.join(map(repr, close))}?"
+            if close
+            else "see open_clip.list_models() for the names"
+        )
+        raise CommandLineError(f"--model {model_name!r} is not an open_clip model; {hint}")
     try:
-        return args.run(args)
-    except (FileNotFoundError, UnsupportedModelError, ValueError) as error:
-        print(f"vision-lens {args.subcommand}: error: {error}", file=sys.stderr)
+        check_open_clip_config(model_name)
+    except errors.UnsupportedModelError as error:  # names why
+        raise errors.UnsupportedModelError(f"--model {model_name!r}: {error}") from None
+    try:
+        check_pretrained_source(model_name, pretrained)
+    except FileNotFoundError as error:  # lists the tags
+        raise FileNotFoundError(f"--pretrained {error}") from None
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse options the command would otherwise ignore, and unknown models."""
+    if args.subcommand == "report":
+        if args.texts is not None and args.images is None:
+            raise CommandLineError(
+                f"--texts {' '.join(map(shlex.quote, args.texts))} needs --images (the shapes "
+                "report picks its own texts): add --images FOLDER or drop --texts"
+            )
+        if args.max_images is not None and args.images is None:
+            raise CommandLineError(
+                f"--max-images {args.max_images} needs --images (the shapes report generates "
+                "its scenes): add --images FOLDER or drop --max-images"
+            )
+    elif args.subcommand == "eval-seg":
+        if args.imagenet_seg is None:
+            for option, value in (
+                ("--templates", args.templates),
+                ("--class-source", args.class_source),
+            ):
+                if value is not None:
+                    raise CommandLineError(
+                        f"{option} {value} applies to ImageNet-segmentation only: add "
+                        f"--imagenet-seg PATH or drop {option}"
+                    )
+        elif args.seed is not None:
+            raise CommandLineError(
+                f"--seed {args.seed} applies to the shapes scenes only, not to --imagenet-seg: "
+                "drop --seed"
+            )
+    _check_model(args.model_name, args.pretrained)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+
+
+@contextmanager
+def _one_line_warnings(prog: str) -> Iterator[None]:
+    """Show the library's :class:`~vision_lens.errors.InputWarning` s as
+    ``<prog>: warning: <message>`` lines (every one, not once per place)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", errors.InputWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, errors.InputWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return "out of memory; lower --batch-size or use a smaller --model"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vision-lens`` console script; returns the exit code (0 done, 2 a
+    mistake in the options' values or files, 130 interrupted). A malformed command line (an
+    unknown option, a value of the wrong form) raises ``SystemExit(2)`` as argparse does."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    # A bad option exits here (SystemExit(2), after its one line), as argparse does.
+    args, extra = parser.parse_known_args(argv)
+    if args.subcommand is None:
+        parser.error("choose a command: report or eval-seg")
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(map(shlex.quote, extra))}")
+    args.command = " ".join(["vision-lens", *map(shlex.quote, argv)])  # recorded in results
+    prog = f"vision-lens {args.subcommand}"
+    try:
+        with _one_line_warnings(prog):
+            _check_options(args)
+            return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        import torch
+
+        if args.debug or not isinstance(error, (*USER_ERRORS, torch.OutOfMemoryError)):
+            raise
+        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -50,6 +50,7 @@ def test_report_on_an_image_folder(tmp_path):
         scenes.to_pil(i).save(folder / f"scene{i}.png")
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "nested" / "r.html"
+    out.parent.mkdir()  # --out's folder must exist (a typo in it is refused, not created)
     argv = ["report", "--images", str(folder), "--texts", "a red object", "a circle"]
     assert cli.main([*argv, "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")

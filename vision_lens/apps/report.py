@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
 import torch
 from torch import Tensor
@@ -23,7 +26,9 @@ from vision_lens import plot
 from vision_lens.analysis.ablation import cumulative_attention_ablation
 from vision_lens.analysis.batched import decompose_dataset
 from vision_lens.analysis.segmentation import segment
+from vision_lens.errors import InputWarning
 from vision_lens.protocols import TextEncoder
+from vision_lens.utils.checks import check_batch_size
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -58,22 +63,151 @@ class ReportInputs:
 def load_image_folder(folder: str | Path, max_images: int | None = None) -> list[Image]:
     """Load the images of a folder (sorted by name) as RGB PIL images.
 
+    Unreadable files (not an image, truncated, a decompression bomb, a folder named like an
+    image) are skipped and named in one :class:`~vision_lens.errors.InputWarning`; 16-bit images
+    are scaled to 8 bits. At most ``max_images`` readable images are returned.
+
     Raises:
         FileNotFoundError: The folder does not exist.
-        ValueError: It holds no image files.
+        NotADirectoryError: It is a file.
+        ValueError: It holds no image files, none is readable, or ``max_images < 1``.
     """
-    from PIL import Image
-
     path = Path(folder)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--images {str(folder)!r} does not exist; pass a folder of image files."
+        )
     if not path.is_dir():
-        raise FileNotFoundError(f"Image folder {str(folder)!r} does not exist or is not a folder.")
+        raise NotADirectoryError(
+            f"--images {str(folder)!r} is a file, not a folder; pass the folder that holds the "
+            f"images (e.g. {str(path.parent)!r})."
+        )
+    if max_images is not None and (isinstance(max_images, bool) or max_images < 1):
+        raise ValueError(f"--max-images must be at least 1, got {max_images!r}.")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(
             f"No images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}; point --images at a "
             "folder of image files."
         )
-    return [Image.open(p).convert("RGB") for p in files[:max_images]]
+    images: list[Image] = []
+    skipped: list[str] = []
+    tried = 0
+    for file in files:
+        if max_images is not None and len(images) >= max_images:
+            break
+        tried += 1
+        try:
+            images.append(_read_image(file))
+        except _UNREADABLE as error:
+            skipped.append(f"{file.name} ({_unreadable_reason(error)})")
+    if not images:
+        raise ValueError(
+            f"None of the {tried} image files in --images {str(folder)!r} could be read: "
+            f"{', '.join(skipped)}."
+        )
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} of {tried} images: {', '.join(skipped)}",
+            InputWarning,
+            stacklevel=2,
+        )
+    return images
+
+
+def _unreadable() -> tuple[type[BaseException], ...]:
+    import struct
+
+    from PIL import Image
+
+    # PIL's decoders raise all of these for broken files.
+    return (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    )
+
+
+_UNREADABLE = _unreadable()
+
+
+def _unreadable_reason(error: BaseException) -> str:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):
+        return "cannot identify image file"
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return "too many pixels, a possible decompression bomb"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _read_image(file: Path) -> Image:
+    """One image file as an 8-bit RGB PIL image (16-bit and float images scaled, not clipped)."""
+    from PIL import Image
+
+    if file.is_dir():
+        raise IsADirectoryError(str(file))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(file) as image:
+            image.load()
+            return _to_rgb(image)
+
+
+def _to_rgb(image: Image) -> Image:
+    from PIL import Image as PILImage
+
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # convert("RGB") clips these to 255 (a 16-bit image turns white): scale to 8 bits.
+        values = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+            values = values / 257.0  # 0..65535 -> 0..255
+        elif image.mode == "F" and values.size and values.max() <= 1.0:
+            values = values * 255.0  # floats in 0..1
+        gray = np.clip(np.round(values), 0, 255).astype(np.uint8)
+        return PILImage.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
+
+
+def check_output_file(out: str | Path) -> Path:
+    """``out`` as a :class:`~pathlib.Path` if the report can be written there, checked before
+    any work: not a folder, in an existing folder, writable.
+
+    Raises:
+        IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError: It cannot.
+    """
+    path = Path(out)
+    name = str(out)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"--out {name!r} is a folder; pass a file name such as {str(path / 'report.html')!r}."
+        )
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(
+            f"--out {name!r}: folder {str(parent)!r} does not exist; create it first or pick "
+            "another path."
+        )
+    if not parent.is_dir():
+        raise NotADirectoryError(f"--out {name!r}: {str(parent)!r} is a file, not a folder.")
+    try:
+        if path.exists():
+            with path.open("a", encoding="utf-8"):
+                pass  # writable; the contents stay as they are until the report replaces them
+        else:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+    except OSError as error:
+        raise PermissionError(
+            f"--out {name!r} cannot be written ({error.strerror or error}); pick a writable path."
+        ) from None
+    return path
 
 
 def preprocess_images(model: HookedViT, images: Sequence[Image]) -> Tensor:
@@ -127,8 +261,7 @@ def shapes_inputs(
 def folder_inputs(model: HookedViT, images: list[Image], texts: Sequence[str]) -> ReportInputs:
     """Report inputs for a user's images: heatmaps for ``texts``, and a label-free ablation task
     (agreement with the full model's zero-shot choice among ``texts``)."""
-    if len(texts) < 2:
-        raise ValueError("Pass at least two --texts: heatmaps are contrasted across texts.")
+    _check_texts(texts)
     return ReportInputs(
         title="vision_lens report",
         display_images=images[:8],
@@ -318,18 +451,49 @@ def write_report(
     """
     from vision_lens.models import load_clip_or_shapes
 
-    if images is not None:  # fail on a bad folder before loading any model
+    # Every check that needs no model comes first: a mistake costs no model load.
+    check_batch_size(batch_size)
+    if images is None and texts is not None:
+        raise ValueError(
+            "--texts needs --images (the shapes report picks its own texts): add --images "
+            "FOLDER or drop --texts."
+        )
+    if texts is not None:
+        _check_texts(texts)
+    out = check_output_file(out)
+    if images is not None:
         user_images = load_image_folder(images, max_images)
+    if model_name is None and pretrained is not None:
+        raise ValueError("--pretrained needs --model (the shapes model has its own weights).")
     model, clip = load_clip_or_shapes(model_name, pretrained, device=device)
     if images is None:
         inputs = shapes_inputs(model)
     else:
         inputs = folder_inputs(model, user_images, texts or DEFAULT_TEXTS)
     page = build_report(model, clip, inputs, batch_size=batch_size, progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+MAX_TEXTS = 6  # heatmap columns
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    texts = list(texts)
+    if len(texts) < 2:
+        raise ValueError(
+            f"Pass at least two --texts (got {texts!r}): heatmaps are contrasted across texts."
+        )
+    if len(texts) > MAX_TEXTS:
+        raise ValueError(
+            f"Pass at most {MAX_TEXTS} --texts (got {len(texts)}): one heatmap column each."
+        )
+    blank = [text for text in texts if not text.strip()]
+    if blank:
+        raise ValueError(f"--texts holds an empty text {blank[0]!r}; drop it.")
+    repeated = sorted({text for text in texts if texts.count(text) > 1})
+    if repeated:
+        raise ValueError(f"--texts repeats {repeated[0]!r}; give each text once.")
 
 
 DEFAULT_TEXTS = [

@@ -18,6 +18,7 @@ Data:
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from vision_lens.apps.seg_data import (
 )
 from vision_lens.cache import LnMode
 from vision_lens.utils.batching import progress_bar
+from vision_lens.utils.checks import check_batch_size
 from vision_lens.utils.grids import upsample_grid
 
 if TYPE_CHECKING:
@@ -454,6 +456,61 @@ def display_images(model: HookedViT, images: Float[Tensor, "n 3 height width"]) 
 # ---------------------------------------------------------------------------------------------
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a :class:`~pathlib.Path` if the results can be written into it (it may not
+    exist yet), checked before any work.
+
+    Raises:
+        NotADirectoryError, PermissionError: They cannot.
+    """
+    path = Path(out_dir)
+    name = str(out_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside the file {str(existing)!r}"
+        raise NotADirectoryError(
+            f"--out-dir {name!r} {what}; pass a folder (it is created if missing)."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"--out-dir {name!r} cannot be written ({error.strerror or error}); pick a writable "
+            "folder."
+        ) from None
+    return path
+
+
+def check_imagenet_seg_file(path: str | Path) -> Path:
+    """``path`` if it is an HDF5 (MATLAB v7.3) file such as ``gtsegs_ijcv.mat``.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: It is not.
+    """
+    import h5py
+
+    file = Path(path)
+    name = str(path)
+    if not file.exists():
+        raise FileNotFoundError(
+            f"--imagenet-seg {name!r} not found; pass the path of gtsegs_ijcv.mat."
+        )
+    if file.is_dir():
+        raise IsADirectoryError(
+            f"--imagenet-seg {name!r} is a folder; pass the file gtsegs_ijcv.mat "
+            f"(e.g. {str(file / 'gtsegs_ijcv.mat')!r})."
+        )
+    if not h5py.is_hdf5(file):
+        raise ValueError(
+            f"--imagenet-seg {name!r} is not a MATLAB v7.3 (HDF5) .mat file; pass "
+            "gtsegs_ijcv.mat (ImageNet-segmentation)."
+        )
+    return file
+
+
 def run_eval_seg(
     out_dir: str | Path = "seg_eval",
     model_name: str | None = None,
@@ -503,8 +560,15 @@ def run_eval_seg(
     """
     from vision_lens.models import load_clip_or_shapes
 
-    if imagenet_seg is not None and not Path(imagenet_seg).is_file():
-        raise FileNotFoundError(f"ImageNet-segmentation file {str(imagenet_seg)!r} not found.")
+    # Every check that needs no model comes first: a mistake costs no model load.
+    check_batch_size(batch_size)
+    if n is not None and (isinstance(n, bool) or int(n) < 1):
+        raise ValueError(f"--n must be at least 1, got {n!r}.")
+    if n_examples < 0:
+        raise ValueError(f"--n-examples must be 0 or more, got {n_examples!r}.")
+    check_output_dir(out_dir)
+    if imagenet_seg is not None:
+        check_imagenet_seg_file(imagenet_seg)
     model, clip = load_clip_or_shapes(model_name, pretrained, device=device)
     if imagenet_seg is None:
         n_scenes = 500 if n is None else n

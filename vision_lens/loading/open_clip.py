@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 from collections.abc import Callable
 
@@ -703,8 +704,17 @@ def create_open_clip(
     params = inspect.signature(open_clip.create_model).parameters
     flag = "pretrained_text" if "pretrained_text" in params else "pretrained_hf"
     no_text_weights = {flag: False}
-    model = open_clip.create_model(
-        model_name, pretrained=None, cache_dir=cache_dir, **no_text_weights
-    )
+    # open_clip warns "No pretrained weights loaded ... initialized randomly" here, which is
+    # untrue once load_open_clip_checkpoint has run: drop that one record.
+    root = logging.getLogger()
+    drop = logging.Filter()
+    drop.filter = lambda record: "No pretrained weights loaded" not in record.getMessage()
+    root.addFilter(drop)
+    try:
+        model = open_clip.create_model(
+            model_name, pretrained=None, cache_dir=cache_dir, **no_text_weights
+        )
+    finally:
+        root.removeFilter(drop)
     load_open_clip_checkpoint(model, pretrained, model_name)
     return model
