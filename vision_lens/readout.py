@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from vision_lens.components.attention import Attention
-from vision_lens.components.hooks import is_hooked
+from vision_lens.components.hooks import CheckedHookPoint, is_hooked
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.components.mlp import MLP
 from vision_lens.config import HookedViTConfig
@@ -125,8 +124,8 @@ class Readout(nn.Module):
             self.mlp = MLP(
                 cfg, d_mlp=cfg.readout_d_mlp, act_fn=cfg.readout_act_fn, gated=False, norm=False
             )
-            self.hook_attn_out = HookPoint()  # [batch, d_model]
-            self.hook_mlp_out = HookPoint()  # [batch, d_model]
+            self.hook_attn_out = CheckedHookPoint()  # [batch, d_model]
+            self.hook_mlp_out = CheckedHookPoint()  # [batch, d_model]
         self.dist_head = cfg.dist_head
         if cfg.dist_head:
             self.W_dist = nn.Parameter(torch.empty(cfg.d_model, cfg.d_embed, dtype=cfg.dtype))

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from vision_lens.components.hooks import is_hooked
+from vision_lens.components.hooks import CheckedHookPoint, is_hooked
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 
@@ -106,16 +106,16 @@ class Attention(nn.Module):
             table = (self.n_heads if cfg.rope_per_head else 1, cfg.n_pos, self.d_head)
             self.register_buffer("rope_cos", torch.ones(table, dtype=cfg.dtype))
             self.register_buffer("rope_sin", torch.zeros(table, dtype=cfg.dtype))
-            self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head]
-            self.hook_rot_k = HookPoint()  # [batch, pos, head, d_head]
+            self.hook_rot_q = CheckedHookPoint()  # [batch, pos, head, d_head]
+            self.hook_rot_k = CheckedHookPoint()  # [batch, pos, head, d_head]
 
-        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
-        self.hook_k = HookPoint()  # [batch, pos, head, d_head]
-        self.hook_v = HookPoint()  # [batch, pos, head, d_head]
-        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos]
-        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
-        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
-        self.hook_result = HookPoint()  # [batch, pos, head, d_model]
+        self.hook_q = CheckedHookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = CheckedHookPoint()  # [batch, pos, head, d_head]
+        self.hook_v = CheckedHookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = CheckedHookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_pattern = CheckedHookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_z = CheckedHookPoint()  # [batch, pos, head, d_head]
+        self.hook_result = CheckedHookPoint()  # [batch, pos, head, d_model]
 
     # TransformerLens-shaped views of the stored weights.
     @property

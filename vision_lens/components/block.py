@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from vision_lens.components.attention import Attention
+from vision_lens.components.hooks import CheckedHookPoint
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.components.mlp import MLP
 from vision_lens.config import HookedViTConfig
@@ -37,11 +37,11 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(cfg)
         self.ln2 = make_norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype)
         self.mlp = MLP(cfg)
-        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
-        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
-        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
-        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
-        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_pre = CheckedHookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = CheckedHookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = CheckedHookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = CheckedHookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = CheckedHookPoint()  # [batch, pos, d_model]
 
     def forward(
         self, resid_pre: Float[Tensor, "batch pos d_model"]

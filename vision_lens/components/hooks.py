@@ -1,9 +1,17 @@
-"""Deciding when a hook point is observed, so that optional work is skipped when it is not."""
+"""Hook points: deciding when one is observed, and refusing hooks that return the wrong thing."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
 from torch.nn.modules import module as _torch_module
+from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint
+
+from vision_lens.errors import HookOutputError
 
 
 def is_hooked(*hook_points: HookPoint) -> bool:
@@ -27,3 +35,154 @@ def is_hooked(*hook_points: HookPoint) -> bool:
         hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks or hp._backward_pre_hooks
         for hp in hook_points
     )
+
+
+def _describe(t: Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def _hook_name(hook: Callable) -> str:
+    if isinstance(hook, functools.partial):
+        hook = hook.func
+    return getattr(hook, "__name__", None) or repr(hook)
+
+
+def _check(point: HookPoint, hook: Callable, result: Any, given: Any, kind: str) -> None:
+    """Raise :class:`HookOutputError` unless ``result`` (what ``hook`` returned, not None) is a
+    tensor (or a 1-tuple of one) of the shape, dtype and device of ``given``."""
+    if not isinstance(given, Tensor):  # nothing to compare with: a hook point passes tensors
+        return
+    name = point.name if point.name is not None else f"<unnamed {type(point).__name__}>"
+    what = "gradient" if kind.startswith("backward") else "activation"
+    if isinstance(result, (tuple, list)):
+        if len(result) != 1:
+            raise HookOutputError(
+                f"The {kind} {_hook_name(hook)} on hook point {name!r} returned "
+                f"{type(result).__name__} of {len(result)} items, but the hook point carries one "
+                f"{what} ({_describe(given)}). Return None to only observe, or one tensor of "
+                f"that shape and dtype to edit it."
+            )
+        (result,) = result
+        if result is None and kind.startswith(
+            "backward"
+        ):  # (None,) drops the gradient: torch allows it
+            return
+    if not isinstance(result, Tensor):
+        raise HookOutputError(
+            f"The {kind} {_hook_name(hook)} on hook point {name!r} returned "
+            f"{type(result).__name__}, but a hook must return None (to only observe) or a "
+            f"tensor of the {what}'s {_describe(given)} (to edit it)."
+        )
+    if result.shape != given.shape or result.dtype != given.dtype or result.device != given.device:
+        raise HookOutputError(
+            f"The {kind} {_hook_name(hook)} on hook point {name!r} returned a tensor of "
+            f"{_describe(result)}, but the hook point gave it a {what} of {_describe(given)}. "
+            f"The model would broadcast or cast it silently (e.g. one head's pattern for every "
+            f"head), so it is refused. Return None to only observe, or a tensor of the same "
+            f"shape, dtype and device to edit: change the given tensor in place or a clone of "
+            f"it (`t = t.clone(); t[:, 0] = 0; return t`), and broadcast or cast explicitly "
+            f"if that is what you mean (`new.expand_as(t).to(t)`)."
+        )
+
+
+class CheckedHookPoint(HookPoint):
+    """A :class:`~transformer_lens.hook_points.HookPoint` that refuses a hook's return value of
+    another shape, dtype or device than the tensor the hook was given.
+
+    A drop-in replacement: ``forward`` is the identity as before, and every hook, whether added
+    through TransformerLens (``add_hook``, ``hooks()``, ``run_with_hooks``, permanent hooks) or
+    with plain torch (``register_forward_hook``, ``register_forward_pre_hook``,
+    ``register_full_backward_hook``, ``register_full_backward_pre_hook``), is wrapped at
+    registration so that a return value that would be broadcast or cast silently raises
+    :class:`~vision_lens.errors.HookOutputError` naming the hook point. Returning None (observe)
+    or a tensor like the given one (edit) works as before. With no hook attached nothing changes:
+    the check runs only inside hooks, so an unhooked forward costs what it did.
+
+    Example:
+        >>> import torch
+        >>> hp = CheckedHookPoint()
+        >>> hp.name = "blocks.0.attn.hook_pattern"
+        >>> _ = hp.add_hook(lambda t, hook: t[:, :1])
+        >>> hp(torch.ones(2, 4))
+        Traceback (most recent call last):
+        ...
+        vision_lens.errors.HookOutputError: The forward hook ... on hook point
+        'blocks.0.attn.hook_pattern' returned a tensor of shape (2, 1), ...
+        >>> hp.remove_hooks()
+        >>> _ = hp.add_hook(lambda t, hook: 2 * t)
+        >>> hp(torch.ones(2, 4)).sum().item()
+        16.0
+    """
+
+    def register_forward_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False, **kwargs: Any
+    ) -> RemovableHandle:
+        if with_kwargs:
+
+            def checked(module, args, kw, output):
+                result = hook(module, args, kw, output)
+                if result is not None:
+                    _check(self, hook, result, output, "forward hook")
+                return result
+        else:
+
+            def checked(module, args, output):
+                result = hook(module, args, output)
+                if result is not None:
+                    _check(self, hook, result, output, "forward hook")
+                return result
+
+        functools.update_wrapper(checked, hook, updated=())
+        return super().register_forward_hook(
+            checked, prepend=prepend, with_kwargs=with_kwargs, **kwargs
+        )
+
+    def register_forward_pre_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
+        if with_kwargs:
+
+            def checked(module, args, kw):
+                result = hook(module, args, kw)
+                if result is not None and args:
+                    new_args = result[0] if isinstance(result, tuple) and len(result) == 2 else ()
+                    if isinstance(new_args, tuple) and new_args:
+                        _check(self, hook, new_args[0], args[0], "forward pre-hook")
+                return result
+        else:
+
+            def checked(module, args):
+                result = hook(module, args)
+                if result is not None and args:
+                    _check(self, hook, result, args[0], "forward pre-hook")
+                return result
+
+        functools.update_wrapper(checked, hook, updated=())
+        return super().register_forward_pre_hook(checked, prepend=prepend, with_kwargs=with_kwargs)
+
+    def register_full_backward_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        def checked(module, grad_input, grad_output):
+            result = hook(module, grad_input, grad_output)
+            if result is not None:
+                # The result replaces grad_input; a hook point is the identity, so the
+                # gradient it is compared with is the one that came in.
+                given = grad_input[0] if grad_input and grad_input[0] is not None else None
+                if given is None and grad_output:
+                    given = grad_output[0]
+                _check(self, hook, result, given, "backward hook")
+            return result
+
+        functools.update_wrapper(checked, hook, updated=())
+        return super().register_full_backward_hook(checked, prepend=prepend)
+
+    def register_full_backward_pre_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> RemovableHandle:
+        def checked(module, grad_output):
+            result = hook(module, grad_output)
+            if result is not None and grad_output:
+                _check(self, hook, result, grad_output[0], "backward pre-hook")
+            return result
+
+        functools.update_wrapper(checked, hook, updated=())
+        return super().register_full_backward_pre_hook(checked, prepend=prepend)

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
-from vision_lens.components.hooks import is_hooked
+from vision_lens.components.hooks import CheckedHookPoint, is_hooked
 
 
 class _Norm(nn.Module):
@@ -21,8 +20,8 @@ class _Norm(nn.Module):
         super().__init__()
         self.eps = eps
         self.w = nn.Parameter(torch.ones(d_model, dtype=dtype))
-        self.hook_scale = HookPoint()  # [batch, pos, 1]
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+        self.hook_scale = CheckedHookPoint()  # [batch, pos, 1]
+        self.hook_normalized = CheckedHookPoint()  # [batch, pos, d_model]
 
     @property
     def bias(self) -> Tensor | None:

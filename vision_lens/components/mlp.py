@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
+from vision_lens.components.hooks import CheckedHookPoint
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 
@@ -81,11 +81,11 @@ class MLP(nn.Module):
         if self.gated:
             self.gate_weight = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
             self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
-            self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
+            self.hook_pre_linear = CheckedHookPoint()  # [batch, pos, d_mlp]
         self.out_weight = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
-        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
-        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_pre = CheckedHookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = CheckedHookPoint()  # [batch, pos, d_mlp]
         self.ln = make_norm(cfg.norm_type, d_mlp, cfg.eps, cfg.dtype) if norm else None
 
     @property
