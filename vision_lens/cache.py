@@ -50,15 +50,17 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import ActivationCache as _TLActivationCache
 
+from vision_lens.errors import IncompleteCacheError, StaleCacheError
 from vision_lens.readout import LinearReadout
 from vision_lens.utils.checks import layer_indices
 from vision_lens.utils.deprecation import renamed_keyword
@@ -93,6 +95,130 @@ class _Frozen:
     norm: Tensor  # [batch], ||y||
 
 
+# Weights a decomposition reads (besides everything outside ``blocks.``): their values are
+# fingerprinted, so even an edit the autograd version counter misses (``p.data *= 2``) is caught.
+_READ_IN_BLOCKS = re.compile(r"^blocks\.\d+\.attn\.(out_weight|b_O)$")
+
+
+_PROBES: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+
+def _fingerprint(tensor: Tensor) -> Tensor:
+    """The weight's rows (``[n, rest]`` view) projected on a fixed random vector: one BLAS
+    matrix-vector product, no copy. A scaled, zeroed or permuted head, a single changed entry,
+    any edit except one orthogonal to the probe changes it."""
+    x = tensor.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    m = x.reshape(1, -1) if x.dim() == 0 else x.reshape(x.shape[0], -1)
+    key = (m.shape[1], m.device, m.dtype)
+    probe = _PROBES.get(key)
+    if probe is None:
+        gen = torch.Generator().manual_seed(m.shape[1])
+        probe = torch.rand(m.shape[1], generator=gen, dtype=torch.float64) + 0.5
+        probe = _PROBES[key] = probe.to(m.device, m.dtype)
+    return m @ probe
+
+
+class WeightRecord:
+    """What a cache remembers of the weights its activations came from, to refuse decomposing
+    it (:class:`vision_lens.StaleCacheError`) once they changed.
+
+    Recorded when the cache is made (``run_with_cache``, ``run_with_decomposition_cache`` or an
+    ``ActivationCache(cache_dict, model)`` built by hand, which is assumed to come from the
+    model's current weights) and carried by ``to``, ``remove_batch_dim`` and
+    ``apply_slice_to_batch_dim``:
+
+    * every parameter: the object itself (a weak reference), its dtype, shape and autograd
+      version counter ``p._version``, bumped by every in-place change autograd sees: optimizer
+      steps, ``with torch.no_grad(): p.mul_(2)``, ``p.copy_``, ``load_state_dict`` (even of
+      identical values: refused, to be safe). ``requires_grad_`` changes nothing and is
+      harmless. ``model.to(dtype)`` keeps the counters but changes the dtype: refused, unless
+      converted back exactly. A device move keeps values, counters and objects: a decomposition
+      after one is correct.
+    * the values of what a decomposition reads (each block's ``attn.out_weight`` and ``b_O``,
+      every weight outside the blocks) and of every buffer: each row projected on a fixed
+      random vector (compared to float rounding). This catches edits the version counter does
+      not see (``W.data *= 2``: ``.data`` has its own counter) and buffers replaced by device
+      moves.
+
+    Cost: a Python loop over the parameters (about a microsecond each) and one matrix-vector
+    product over about a twelfth of the weights (ViT-B/16: 7M of 86M values, one memory-bound
+    pass: milliseconds on a CPU), when the cache is made and at the start of each
+    ``decompose_*`` call; a few float per row of memory. Not caught: a ``.data`` edit of a
+    weight no decomposition reads (the decompositions still sum exactly to the cached output
+    then), or an edit orthogonal to the random probe.
+    """
+
+    def __init__(self, model: Any):
+        with torch.no_grad():
+            self._params = {
+                name: (weakref.ref(p), p.dtype, tuple(p.shape), p._version)
+                for name, p in model.named_parameters()
+            }
+            self._fingerprints = {
+                name: _fingerprint(t) for name, t in self._valued(model) if t.numel() > 0
+            }
+
+    @staticmethod
+    def _valued(model: Any):
+        for name, p in model.named_parameters():
+            if not name.startswith("blocks.") or _READ_IN_BLOCKS.match(name):
+                yield name, p
+        yield from model.named_buffers()
+
+    def changes(self, model: Any) -> list[str]:
+        """What changed since the record, one phrase per weight (empty: nothing)."""
+        changed = []
+        current = dict(model.named_parameters())
+        for name in self._params.keys() - current.keys():
+            changed.append(f"{name} removed")
+        for name in current.keys() - self._params.keys():
+            changed.append(f"{name} added")
+        for name, (ref, dtype, shape, version) in self._params.items():
+            p = current.get(name)
+            if p is None:
+                continue
+            if ref() is not p:
+                changed.append(f"{name} replaced by another tensor")
+            elif p.dtype != dtype:
+                changed.append(f"{name} converted from {dtype} to {p.dtype}")
+            elif tuple(p.shape) != shape:
+                changed.append(f"{name} reshaped from {list(shape)} to {list(p.shape)}")
+            elif p._version != version:
+                changed.append(f"{name} edited in place")
+        if changed:
+            return changed
+        with torch.no_grad():
+            for name, tensor in self._valued(model):
+                old = self._fingerprints.get(name)
+                if old is None:
+                    continue
+                new = _fingerprint(tensor).to(old.device, old.dtype)
+                tol = 1e-9 if old.dtype == torch.float64 else 1e-5
+                scale = float(old.abs().nan_to_num(0.0, 0.0, 0.0).max())
+                if new.shape != old.shape or not torch.allclose(
+                    new, old, rtol=tol, atol=tol * scale, equal_nan=True
+                ):
+                    changed.append(f"{name} values changed")
+        return changed
+
+    def check(self, model: Any) -> None:
+        """Raise :class:`vision_lens.StaleCacheError` naming what changed, if anything did."""
+        changed = self.changes(model)
+        if changed:
+            shown = ", ".join(changed[:5]) + (
+                f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            )
+            raise StaleCacheError(
+                f"This cache is stale: the model's weights changed after it was cached ({shown}). "
+                "The decompositions read the model's current weights, but the cached "
+                "activations came from the old ones, so the terms would no longer sum to the "
+                "cached output. Re-run run_with_cache after editing weights (or "
+                "model.run_with_decomposition_cache(images))."
+            )
+
+
 class ActivationCache(_TLActivationCache):
     """TransformerLens' ``ActivationCache`` for a :class:`vision_lens.HookedViT`, with exact
     decompositions of the model's output (a CLIP image embedding, features, logits) into direct
@@ -108,6 +234,12 @@ class ActivationCache(_TLActivationCache):
     See the module docstring for how ``b_O``, ``b_V``, layer scale, a readout position's own
     attention and the final norm's mean and bias are attributed.
 
+    Nothing is decomposed silently wrong: the decompositions read the model's current weights,
+    so once they change after caching (see :class:`WeightRecord`) every ``decompose_*`` method
+    raises :class:`vision_lens.StaleCacheError`; a cache lacking hooks or positions they need
+    (``names_filter``, ``pos_slice``) raises :class:`vision_lens.IncompleteCacheError` naming
+    them. ``remove_batch_dim`` and ``apply_slice_to_batch_dim`` caches decompose like the batch.
+
     Example:
         >>> import torch, vision_lens as vl
         >>> cfg = vl.HookedViTConfig.tiny()
@@ -121,24 +253,100 @@ class ActivationCache(_TLActivationCache):
     """
 
     # ------------------------------------------------------------------ plumbing
+    def __init__(
+        self,
+        cache_dict: dict[str, Tensor],
+        model: Any,
+        has_batch_dim: bool = True,
+        *,
+        weights: WeightRecord | None = None,
+        pos_slice: str | None = None,
+    ):
+        """Wrap ``cache_dict`` (activations of ``model``).
+
+        Args:
+            weights: The :class:`WeightRecord` of the weights the activations came from
+                (default: recorded now, i.e. the activations are assumed to come from the
+                model's current weights).
+            pos_slice: A description of the ``pos_slice`` that dropped positions from the
+                entries (``run_with_cache`` sets it), or ``None``: the decompositions refuse a
+                cache that lacks positions.
+        """
+        super().__init__(cache_dict, model, has_batch_dim=has_batch_dim)
+        if weights is None and model is not None:
+            weights = WeightRecord(model)
+        self.weights = weights
+        self.pos_slice = pos_slice
+
+    def check_fresh(self) -> None:
+        """Raise :class:`vision_lens.StaleCacheError` if the model's weights changed since this
+        cache was made (see :class:`WeightRecord`); every ``decompose_*`` method calls it."""
+        if self.weights is not None:
+            self.weights.check(self.model)
+
+    def _missing_message(self, name: str) -> str:
+        missing = [n for n in self.model.decomposition_hooks() if n not in self.cache_dict]
+        if name not in missing:
+            missing.insert(0, name)
+        shown = ", ".join(repr(n) for n in missing)
+        return (
+            f"The decomposition needs {name!r}, which is not in this cache; it lacks "
+            f"{len(missing)} of the hooks it needs: {shown}. Run "
+            "model.run_with_decomposition_cache(images), or run_with_cache with "
+            "names_filter=model.decomposition_hooks() (or no filter)."
+        )
+
     def _get(self, name: str) -> Tensor:
         if name not in self.cache_dict:
-            raise KeyError(
-                f"The decomposition needs {name!r}, which is not in this cache. Run "
-                "model.run_with_decomposition_cache(images), or run_with_cache with "
-                "names_filter=model.decomposition_hooks() (or no filter)."
-            )
+            raise IncompleteCacheError(self._missing_message(name))
         tensor = self.cache_dict[name]
         return tensor if self.has_batch_dim else tensor.unsqueeze(0)
 
     def _out(self, tensor: Tensor, batch_dim: int = 0) -> Tensor:
         return tensor if self.has_batch_dim else tensor.squeeze(batch_dim)
 
+    def _check_usable(self) -> None:
+        """Refuse a stale cache, or one cached with a ``pos_slice`` that dropped positions."""
+        if self.model is None:
+            raise ValueError("This cache has no model (cache.model is None): it cannot decompose.")
+        self.check_fresh()
+        if self.pos_slice is not None:
+            raise IncompleteCacheError(
+                f"This cache was made with pos_slice={self.pos_slice}, which drops positions the "
+                "decomposition needs (blocks.L.attn.hook_v of every token, and the readout's "
+                "rows of the other entries). Run model.run_with_decomposition_cache(images) "
+                "(it keeps only the rows the readout reads), or run_with_cache without pos_slice "
+                "and with names_filter=model.decomposition_hooks()."
+            )
+
     def apply_slice_to_batch_dim(self, batch_slice) -> ActivationCache:
         """TransformerLens' batch slicing, returning this class (TL's builds its own class, which
-        would drop the ``decompose_*`` methods)."""
+        would drop the ``decompose_*`` methods) with this cache's weight record."""
         sliced = super().apply_slice_to_batch_dim(batch_slice)
-        return type(self)(sliced.cache_dict, sliced.model, has_batch_dim=sliced.has_batch_dim)
+        return type(self)(
+            sliced.cache_dict,
+            sliced.model,
+            has_batch_dim=sliced.has_batch_dim,
+            weights=self.weights,
+            pos_slice=self.pos_slice,
+        )
+
+    # TransformerLens helpers that read weights refuse a stale cache too.
+    def compute_head_results(self, *args: Any, **kwargs: Any) -> Any:
+        self.check_fresh()
+        return super().compute_head_results(*args, **kwargs)
+
+    def stack_head_results(self, *args: Any, **kwargs: Any) -> Any:
+        self.check_fresh()
+        return super().stack_head_results(*args, **kwargs)
+
+    def get_neuron_results(self, *args: Any, **kwargs: Any) -> Any:
+        self.check_fresh()
+        return super().get_neuron_results(*args, **kwargs)
+
+    def stack_neuron_results(self, *args: Any, **kwargs: Any) -> Any:
+        self.check_fresh()
+        return super().stack_neuron_results(*args, **kwargs)
 
     @staticmethod
     def _check_mode(ln_mode: str) -> None:
@@ -161,7 +369,7 @@ class ActivationCache(_TLActivationCache):
             return tensor[tuple(index)]
         if length == n_query:
             return tensor
-        raise ValueError(
+        raise IncompleteCacheError(
             f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but the "
             f"decomposition needs all {self.model.cfg.n_pos} positions or exactly the {n_query} "
             f"positions the readout reads ({rows.start}..{rows.stop - 1}). Was it cached with "
@@ -173,7 +381,7 @@ class ActivationCache(_TLActivationCache):
         name = f"blocks.{layer}.attn.hook_v"
         values = self._get(name)
         if values.shape[1] != self.model.cfg.n_pos:
-            raise ValueError(
+            raise IncompleteCacheError(
                 f"Cache entry {name!r} has {values.shape[1]} positions; the decomposition needs "
                 f"the values of all {self.model.cfg.n_pos} tokens (cache without pos_slice, or use "
                 "model.run_with_decomposition_cache)."
@@ -181,6 +389,7 @@ class ActivationCache(_TLActivationCache):
         return values
 
     def _frozen(self) -> _Frozen:
+        self._check_usable()
         model = self.model
         last = self.model.cfg.n_layers - 1
         z = self._rows(f"blocks.{last}.hook_resid_post")

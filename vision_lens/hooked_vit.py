@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +12,14 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities.slice import Slice
 
 from vision_lens.cache import ActivationCache
 from vision_lens.components import Embed, TransformerBlock
+from vision_lens.components.hooks import CheckedHookPoint
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
+from vision_lens.errors import InputWarning
 from vision_lens.readout import Readout
 from vision_lens.utils.checks import check_images
 
@@ -62,8 +67,8 @@ class HookedViT(HookedRootModule):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg)
-        self.hook_embed = HookPoint()  # [batch, pos, d_model], prefix tokens + patches
-        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_embed = CheckedHookPoint()  # [batch, pos, d_model], prefix tokens + patches
+        self.hook_pos_embed = CheckedHookPoint()  # [batch, pos, d_model]
         norm = make_norm
         self.ln_pre = norm(cfg.norm_type, cfg.d_model, cfg.eps, cfg.dtype) if cfg.ln_pre else None
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
@@ -74,8 +79,8 @@ class HookedViT(HookedRootModule):
         self.b_proj = (
             nn.Parameter(torch.zeros(cfg.d_embed, dtype=cfg.dtype)) if cfg.proj_bias else None
         )
-        self.hook_pooled = HookPoint()  # [batch, d_model]
-        self.hook_image_embed = HookPoint()  # [batch, d_embed]
+        self.hook_pooled = CheckedHookPoint()  # [batch, d_model]
+        self.hook_image_embed = CheckedHookPoint()  # [batch, d_embed]
         #: The model's image preprocessing (PIL image -> input tensor), set by the loaders.
         self.preprocess = preprocess
         self.setup()
@@ -331,19 +336,55 @@ class HookedViT(HookedRootModule):
         return images.to(device=self.W_proj.device, dtype=self.W_proj.dtype)
 
     def run_with_cache(
-        self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any
+        self,
+        *model_args: Any,
+        names_filter: str | Sequence[str] | Callable[[str], bool] | None = None,
+        device: str | torch.device | None = None,
+        remove_batch_dim: bool = False,
+        incl_bwd: bool = False,
+        metric: Callable[[Tensor], Tensor] | None = None,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        pos_slice: Any = None,
+        return_cache_object: bool = True,
+        **model_kwargs: Any,
     ) -> tuple[Float[Tensor, "batch d_embed"], ActivationCache | dict[str, Tensor]]:
         """Run the model and cache activations, as TransformerLens' ``run_with_cache``.
 
         Args:
             *model_args: Passed to :meth:`forward` (the images).
+            names_filter: Which hook points to cache: a name, a list of names, or a predicate
+                over names (default: all). A name that is no hook point is an error (with the
+                closest names); a predicate that matches none warns
+                (:class:`vision_lens.InputWarning`).
+            device: Where to keep the cached tensors (default: where they are made).
+            remove_batch_dim: Drop the batch axis (a batch of one image only).
+            incl_bwd: Also cache gradients, under ``"<hook name>_grad"`` as in TransformerLens.
+                The output is an embedding, not a scalar, so this needs ``metric``.
+            metric: With ``incl_bwd``: a function of the output returning a scalar tensor (e.g.
+                ``lambda out: out @ text_direction`` summed over the batch, or
+                ``lambda out: out.norm(dim=-1).sum()``); it is backpropagated and the gradient
+                at every cached hook point is cached too. As with any ``backward()``, parameter
+                ``.grad`` accumulates (``model.zero_grad()`` clears it); run with gradients
+                enabled (not under ``torch.no_grad()``).
+            reset_hooks_end, clear_contexts: As in TransformerLens.
+            pos_slice: Keep only these positions of each entry (TransformerLens'
+                ``Slice``). The ``decompose_*`` methods refuse such a cache
+                (:class:`vision_lens.IncompleteCacheError`); for a small cache that decomposes
+                use :meth:`run_with_decomposition_cache`.
             return_cache_object: Wrap the cache in a :class:`vision_lens.ActivationCache` (default)
                 rather than returning a plain dict.
-            **kwargs: ``names_filter``, ``device``, ``remove_batch_dim``, ``incl_bwd``,
-                ``reset_hooks_end``, ``clear_contexts``, ``pos_slice`` as in TransformerLens.
+            **model_kwargs: Passed to :meth:`forward`.
 
         Returns:
-            ``(image_embed, cache)``.
+            ``(image_embed, cache)``. The cache records the model's weights (see
+            :class:`vision_lens.cache.WeightRecord`): after a weight edit its decompositions
+            raise :class:`vision_lens.StaleCacheError`.
+
+        Raises:
+            ValueError: ``names_filter`` names no hook point; ``incl_bwd`` without ``metric``
+                (or ``metric`` without ``incl_bwd``); ``metric`` does not return a scalar.
+            RuntimeError: ``metric``'s value has no gradient (gradients disabled).
 
         Example:
             >>> import torch, vision_lens as vl
@@ -353,12 +394,129 @@ class HookedViT(HookedRootModule):
             ...                                 names_filter=lambda n: n.endswith("hook_pattern"))
             >>> list(cache.keys())
             ['blocks.0.attn.hook_pattern']
+            >>> _, cache = model.run_with_cache(torch.randn(1, 3, 16, 16),
+            ...     names_filter="hook_pooled", incl_bwd=True, metric=lambda out: out.sum())
+            >>> sorted(cache.keys())
+            ['hook_pooled', 'hook_pooled_grad']
         """
-        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        names_filter = self._check_names_filter(names_filter)
+        if incl_bwd and metric is None:
+            raise ValueError(
+                "run_with_cache(incl_bwd=True) needs metric=: the output is an embedding, not a "
+                "scalar. Pass metric=lambda out: ... returning the scalar to backpropagate "
+                "(e.g. lambda out: (out @ direction).sum()), or attach backward hooks with "
+                "run_with_hooks(bwd_hooks=...) and call backward yourself."
+            )
+        if metric is not None:
+            if not incl_bwd:
+                raise ValueError("metric= is only used with incl_bwd=True; pass both or neither.")
+            if not callable(metric):
+                raise TypeError(f"metric must be a callable, got {type(metric).__name__}.")
+        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor):
+            batch = model_args[0].shape[0] if model_args[0].ndim > 0 else 1
+            if batch != 1:
+                raise AssertionError(
+                    f"Cannot remove batch dimension from cache with batch size {batch}: "
+                    "remove_batch_dim=True needs a batch of one image."
+                )
+        pos_slice = Slice.unwrap(pos_slice)
+        cache_dict, fwd, bwd = self.get_caching_hooks(
+            names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, pos_slice=pos_slice
+        )
+        with self.hooks(
+            fwd_hooks=fwd,
+            bwd_hooks=bwd,
+            reset_hooks_end=reset_hooks_end,
+            clear_contexts=clear_contexts,
+        ):
+            out = self(*model_args, **model_kwargs)
+            if incl_bwd:
+                self._backward_metric(out, metric)
         if not return_cache_object:
             return out, cache_dict
-        has_batch_dim = not kwargs.get("remove_batch_dim", False)
-        return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
+        cache = ActivationCache(
+            cache_dict,
+            self,
+            has_batch_dim=not remove_batch_dim,
+            pos_slice=self._dropped_positions(pos_slice),
+        )
+        return out, cache
+
+    def _check_names_filter(self, names_filter: Any) -> Any:
+        """``names_filter`` checked against the hook points: unknown names raise (with close
+        matches), a predicate matching nothing warns. Returns what TransformerLens accepts."""
+        if names_filter is None:
+            return None
+        hooks = list(self.hook_dict)
+        if callable(names_filter) and not isinstance(names_filter, str):
+            if not any(names_filter(name) for name in hooks):
+                warnings.warn(
+                    "names_filter matches no hook point, so nothing is cached. "
+                    "model.hook_names() lists them.",
+                    InputWarning,
+                    stacklevel=3,
+                )
+            return names_filter
+        if isinstance(names_filter, str):
+            names = [names_filter]
+        elif isinstance(names_filter, (list, tuple, set, frozenset)):
+            names = list(names_filter)
+        else:
+            raise ValueError(  # TransformerLens' type, kept for callers that catch it
+                "names_filter must be a hook name, a list of hook names or a predicate "
+                f"name -> bool, got {type(names_filter).__name__}."
+            )
+        wrong = [n for n in names if not isinstance(n, str)]
+        if wrong:
+            raise ValueError(f"names_filter names must be strings, got {wrong[:3]!r}.")
+        unknown = [n for n in names if n not in self.hook_dict]
+        if unknown:
+            lines = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, hooks, n=3)
+                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                lines.append(f"{name!r}{hint}")
+            raise ValueError(
+                f"names_filter names {len(unknown)} hook point(s) this model does not have: "
+                + "; ".join(lines)
+                + ". model.hook_names() lists them."
+            )
+        if not names:
+            warnings.warn(
+                "names_filter is an empty list, so nothing is cached.", InputWarning, stacklevel=3
+            )
+        return names
+
+    @staticmethod
+    def _backward_metric(out: Tensor, metric: Callable[[Tensor], Tensor]) -> None:
+        value = metric(out)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"metric must return a scalar tensor (one element) to backpropagate, got {shape}"
+                ". Reduce it, e.g. with .sum() over the batch."
+            )
+        if not value.requires_grad:
+            raise RuntimeError(
+                "metric(output) has no gradient: run run_with_cache(incl_bwd=True) with "
+                "gradients enabled (not under torch.no_grad() or torch.inference_mode()), with "
+                "parameters (or the images) requiring grad, and a metric that does not detach."
+            )
+        value.reshape(()).backward()
+
+    def _dropped_positions(self, pos_slice: Slice) -> str | None:
+        """A description of ``pos_slice`` if it drops (or squeezes out) positions, else None."""
+        if pos_slice.mode == "identity":
+            return None
+        n_pos = self.cfg.n_pos
+        kept = pos_slice.apply(torch.arange(n_pos), dim=0)
+        if pos_slice.mode != "int" and kept.dim() == 1 and torch.equal(kept, torch.arange(n_pos)):
+            return None
+        spec = pos_slice.slice
+        if isinstance(spec, slice):
+            return repr(spec)
+        values = torch.as_tensor(spec).reshape(-1).tolist()
+        return str(values[0]) if pos_slice.mode == "int" else str(values)
 
     def decomposition_hooks(self) -> list[str]:
         """Names of the hook points the ``ActivationCache.decompose_*`` methods read.

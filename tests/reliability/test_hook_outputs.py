@@ -31,28 +31,9 @@ CONFIG = dict(
     rope_per_head=True,
     mlp_norm=True,
 )
-# Constructed in hooked_vit.py, not in the components: checked once it builds them as
-# CheckedHookPoint too (until then their refusal tests are strict xfails).
-ROOT_POINTS = {"hook_embed", "hook_pos_embed", "hook_pooled", "hook_image_embed"}
-
 MODEL = tiny_model(d_model=16, n_heads=2, d_mlp=32, d_embed=8, std=0.2, **CONFIG)
 NAMES = list(MODEL.hook_dict)
 X = random_images(2)
-
-
-def _refusing(names):
-    """``names`` as parameters, the ones still built as a plain HookPoint marked strict xfail."""
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="built as a plain HookPoint in hooked_vit.py"
-            ),
-        )
-        if not isinstance(MODEL.hook_dict[name], CheckedHookPoint)
-        else name
-        for name in names
-    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,10 +72,10 @@ def _message_names(name: str) -> str:
 def test_every_hook_point_is_checked():
     assert len(NAMES) > 70 and any(n.startswith("readout.") for n in NAMES)
     unchecked = {n for n in NAMES if not isinstance(MODEL.hook_dict[n], CheckedHookPoint)}
-    assert unchecked <= ROOT_POINTS, f"hook points built as a plain HookPoint: {unchecked}"
+    assert not unchecked, f"hook points built as a plain HookPoint: {unchecked}"
 
 
-@pytest.mark.parametrize("name", _refusing(NAMES))
+@pytest.mark.parametrize("name", NAMES)
 def test_forward_hook_of_another_shape_is_refused(model, name):
     given = {}
 
@@ -116,7 +97,7 @@ def test_forward_hook_of_another_shape_is_refused(model, name):
         handle.remove()
 
 
-@pytest.mark.parametrize("name", _refusing(NAMES))
+@pytest.mark.parametrize("name", NAMES)
 def test_forward_hook_of_another_dtype_is_refused(model, name):
     with pytest.raises(HookOutputError, match=_message_names(name)) as info:
         model.run_with_hooks(X, fwd_hooks=[(name, lambda t, hook: t.double())])
@@ -138,7 +119,7 @@ def test_same_shape_edits_and_observers_keep_working(model, name):
     assert not is_hooked(model.hook_dict[name])
 
 
-@pytest.mark.parametrize("name", _refusing(NAMES))
+@pytest.mark.parametrize("name", NAMES)
 def test_backward_hook_of_another_shape_is_refused(model, name):
     for wrong in ("one_slice", "scalar"):
         model.add_hook(name, lambda g, hook, f=WRONG_SHAPES[wrong]: f(g), dir="bwd")
