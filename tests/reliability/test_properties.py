@@ -6,7 +6,9 @@ qk-norm, gated MLP, RoPE, layer-norm treatment) and images; every example must s
 - the decomposition into layers sums to the model's output; heads plus attention biases sum to
   each attention layer; tokens sum to the heads; the joint head-token terms sum to the heads;
 - ``run_with_cache`` returns ``model(x)`` (to float64 rounding: hooks switch fused kernels off);
-- every hook point fires once per forward.
+- every hook point fires once per forward;
+- a random timm ViT (depth, widths, heads, sizes, class token, registers, pooling, prefix
+  position embeddings, qk-norm, layer scale, head) converts exactly (parity with the source).
 """
 
 from __future__ import annotations
@@ -104,3 +106,55 @@ def test_every_hook_point_fires_once(arch, seed):
     with torch.no_grad():
         model.run_with_hooks(x, fwd_hooks=[(lambda name: True, count)])
     assert calls == dict.fromkeys(model.hook_dict, 1)
+
+
+@st.composite
+def timm_vits(draw) -> dict:
+    """``timm.create_model("vit_tiny_patch16_224", **kwargs)`` overrides for a random plain ViT:
+    depth, width, heads, image and patch size, class token, registers, pooling, position
+    embeddings on the prefix or not, qk-norm, layer scale, classifier head."""
+    n_heads = draw(st.sampled_from([1, 2, 4]))
+    class_token = draw(st.booleans())
+    pools = ["token", "avg", "map"] if class_token else ["avg", "map"]
+    pool = draw(st.sampled_from(pools))
+    # timm's MAP head leaves the prefix tokens out unless told otherwise; HookedViT's attends to
+    # every token (the other layout is refused with a clear error, tested in tests/parity).
+    prefix = {"pool_include_prefix": True} if pool == "map" else {}
+    return dict(
+        **prefix,
+        depth=draw(st.integers(1, 3)),
+        embed_dim=n_heads * draw(st.sampled_from([4, 8])),
+        num_heads=n_heads,
+        img_size=8 * draw(st.integers(1, 3)),
+        patch_size=8,
+        class_token=class_token,
+        reg_tokens=draw(st.integers(0, 2)),
+        global_pool=pool,
+        no_embed_class=draw(st.booleans()),
+        qk_norm=draw(st.booleans()),
+        init_values=draw(st.sampled_from([None, 0.1])),
+        num_classes=draw(st.sampled_from([0, 5])),
+        mlp_ratio=2.0,
+    )
+
+
+@PROPERTY_SETTINGS
+@given(kwargs=timm_vits(), seed=st.integers(0, 2**16))
+def test_random_timm_vits_convert_exactly(kwargs, seed):
+    """Parity with the source model: a random timm ViT and its HookedViT give the same output,
+    and the converted model's decomposition sums to it."""
+    from support.arch_timm import make_timm_model
+
+    import vision_lens as vl
+
+    source = make_timm_model("vit_tiny_patch16_224", kwargs, torch.float64, seed=seed)
+    model = vl.HookedViT.from_timm(source)
+    size = (kwargs["img_size"], kwargs["img_size"])
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        ref = source(x)
+        out, cache = model.run_with_cache(x)
+    scale = max(1.0, ref.abs().max().item())
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10 * scale)
+    terms = cache.decompose_layers().terms
+    torch.testing.assert_close(terms.sum(0), out, rtol=0, atol=TOL * scale)
