@@ -13,24 +13,17 @@ import re
 
 import pytest
 import torch
-from support.tiny import random_images, tiny_model
+from support.tiny import FEATURE_CONFIGS, random_images, tiny_model
 from transformer_lens.hook_points import HookPoint
 
 from vision_lens.components.hooks import CheckedHookPoint, is_hooked
 from vision_lens.errors import HookOutputError
 
-CONFIG = dict(
-    readout="map",
-    class_token=False,
-    n_registers=2,
-    qk_norm=True,
-    gated_mlp=True,
-    act_fn="silu",
-    patch_bias=True,
-    rope="half",
-    rope_per_head=True,
-    mlp_norm=True,
-)
+# Every kind of hook point at once: MAP readout, registers, qk-norm, gated MLP, RoPE, MLP norm.
+CONFIG = {
+    **FEATURE_CONFIGS["map+qk_norm+gated+registers"],
+    **FEATURE_CONFIGS["rope+qk_norm+mlp_norm+map"],
+}
 MODEL = tiny_model(d_model=16, n_heads=2, d_mlp=32, d_embed=8, std=0.2, **CONFIG)
 NAMES = list(MODEL.hook_dict)
 X = random_images(2)

@@ -136,7 +136,7 @@ CASES = [
         "segment-nan-images",
         lambda e: vl.segment(e.model, None, _flat(e.images, NAN), e.texts),
         ValueError,
-        "Images contain 1 NaN",
+        "Images contains 1 NaN",
     ),
     (
         "segment-0-255-images",

@@ -27,3 +27,23 @@ def random_images(
     """``[n, 3, height, width]`` standard-normal images from a seeded generator."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, height, width or height, generator=gen)
+
+
+# Architectures whose hook points differ (tests/unit/test_hooks.py, tests/reliability/...).
+FEATURE_CONFIGS = {
+    "cls": dict(),
+    "map+qk_norm+gated+registers": dict(
+        readout="map",
+        class_token=False,
+        n_registers=2,
+        qk_norm=True,
+        gated_mlp=True,
+        act_fn="silu",
+        patch_bias=True,
+    ),
+    "avg+fc_norm+rms": dict(readout="avg", final_ln_after_pool=True, norm_type="RMS"),
+    "cls_dist+heads": dict(dist_token=True, readout="cls_dist", dist_head=True, proj_bias=True),
+    "rope+qk_norm+mlp_norm+map": dict(
+        rope="half", rope_per_head=True, qk_norm=True, mlp_norm=True, readout="map"
+    ),
+}

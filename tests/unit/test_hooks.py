@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.tiny import tiny_model
+from support.tiny import FEATURE_CONFIGS, tiny_model
 
 import vision_lens as vl
 
-CONFIGS = {
-    "cls": dict(),
-    "map+qk_norm+gated+registers": dict(
-        readout="map",
-        class_token=False,
-        n_registers=2,
-        qk_norm=True,
-        gated_mlp=True,
-        act_fn="silu",
-        patch_bias=True,
-    ),
-    "avg+fc_norm+rms": dict(readout="avg", final_ln_after_pool=True, norm_type="RMS"),
-    "cls_dist+heads": dict(dist_token=True, readout="cls_dist", dist_head=True, proj_bias=True),
-    "rope+qk_norm+mlp_norm+map": dict(
-        rope="half", rope_per_head=True, qk_norm=True, mlp_norm=True, readout="map"
-    ),
-}
+CONFIGS = FEATURE_CONFIGS
 
 
 def _model(kwargs: dict) -> vl.HookedViT:

@@ -194,14 +194,7 @@ def _check_image_values(images: Tensor) -> None:
         # One pass over the batch: NaN propagates into aminmax, inf shows as +-inf.
         low, high = (float(v) for v in torch.aminmax(images.detach()))
     if not (np.isfinite(low) and np.isfinite(high)):
-        with torch.no_grad():
-            n_nan = int(torch.isnan(images).sum())
-            n_inf = int(torch.isinf(images).sum())
-        raise ValueError(
-            f"Images contain {n_nan} NaN and {n_inf} infinite value(s) (of {images.numel()}); "
-            "the model's outputs would all be NaN. Check the loading/preprocessing step (e.g. a "
-            "division by a zero std) and pass finite values."
-        )
+        check_finite(images, "Images")
     if max(high, -low) > RAW_PIXEL_THRESHOLD:
         message = (
             f"Images have values beyond +-{RAW_PIXEL_THRESHOLD:g}: this looks like raw 0..255 "
