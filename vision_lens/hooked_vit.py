@@ -367,7 +367,8 @@ class HookedViT(HookedRootModule):
                 at every cached hook point is cached too. As with any ``backward()``, parameter
                 ``.grad`` accumulates (``model.zero_grad()`` clears it); run with gradients
                 enabled (not under ``torch.no_grad()``).
-            reset_hooks_end, clear_contexts: As in TransformerLens.
+            reset_hooks_end: As in TransformerLens.
+            clear_contexts: As in TransformerLens.
             pos_slice: Keep only these positions of each entry (TransformerLens'
                 ``Slice``). The ``decompose_*`` methods refuse such a cache
                 (:class:`vision_lens.IncompleteCacheError`); for a small cache that decomposes
