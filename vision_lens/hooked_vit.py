@@ -379,7 +379,7 @@ class HookedViT(HookedRootModule):
 
         Returns:
             ``(image_embed, cache)``. The cache records the model's weights (see
-            :class:`vision_lens.cache.WeightRecord`): after a weight edit its decompositions
+            :class:`vision_lens.weight_record.WeightRecord`): after a weight edit its decompositions
             raise :class:`vision_lens.StaleCacheError`.
 
         Raises:

@@ -22,6 +22,11 @@ LONG_MODULES = {
     "loading/timm.py": "timm converter",
     "loading/hf.py": "Hugging Face converter",
     "loading/open_clip.py": "open_clip converter",
+    # One class each, whose methods share private state: the model (construction from every
+    # source, forward, caching, TransformerLens weight views) and the cache (its decompositions,
+    # with the math in the module docstring).
+    "hooked_vit.py": "HookedViT",
+    "cache.py": "ActivationCache",
 }
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +228,64 @@ def _index_batches(n: int, batch_size: int) -> Iterator[range]:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a :class:`~pathlib.Path` if the results can be written into it (it may not
+    exist yet), checked before any work.
+
+    Raises:
+        NotADirectoryError, PermissionError: They cannot.
+    """
+    path = Path(out_dir)
+    name = str(out_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside the file {str(existing)!r}"
+        raise NotADirectoryError(
+            f"--out-dir {name!r} {what}; pass a folder (it is created if missing)."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"--out-dir {name!r} cannot be written ({error.strerror or error}); pick a writable "
+            "folder."
+        ) from None
+    return path
+
+
+def check_imagenet_seg_file(path: str | Path) -> Path:
+    """``path`` if it is an HDF5 (MATLAB v7.3) file such as ``gtsegs_ijcv.mat``.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: It is not.
+    """
+    import h5py
+
+    file = Path(path)
+    name = str(path)
+    if not file.exists():
+        raise FileNotFoundError(
+            f"--imagenet-seg {name!r} not found; pass the path of gtsegs_ijcv.mat."
+        )
+    if file.is_dir():
+        raise IsADirectoryError(
+            f"--imagenet-seg {name!r} is a folder; pass the file gtsegs_ijcv.mat "
+            f"(e.g. {str(file / 'gtsegs_ijcv.mat')!r})."
+        )
+    if not h5py.is_hdf5(file):
+        raise ValueError(
+            f"--imagenet-seg {name!r} is not a MATLAB v7.3 (HDF5) .mat file; pass "
+            "gtsegs_ijcv.mat (ImageNet-segmentation)."
+        )
+    return file
+
+
 __all__ = [
+    "check_imagenet_seg_file",
+    "check_output_dir",
     "SHAPES_SEED",
     "SegBatch",
     "SegData",
