@@ -17,7 +17,7 @@ projections), GELU/QuickGELU/SiLU/ReLU MLPs or gated (SwiGLU/GEGLU) ones, with o
 of the hidden layer (``scale_mlp``), class-token, average or MAP (attention-pool) readout,
 ``norm`` or ``fc_norm``, and a linear classifier head. Models built with
 ``dynamic_img_size=True`` are converted at their native ``img_size``.
-Everything else raises :class:`~vision_lens.loading.open_clip.UnsupportedModelError`; notably a
+Everything else raises :class:`~vision_lens.errors.UnsupportedModelError`; notably a
 norm over all heads' concatenated outputs before the attention projection (``scale_attn_inner``,
 EVA02-CLIP), which mixes the heads so that the per-head decomposition would not be exact.
 """
