@@ -48,9 +48,10 @@ given, so the ``[batch, layer, head, pos, d_embed]`` tensor is only built when a
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -93,6 +94,17 @@ class _Frozen:
     z: Tensor  # [batch, query, d_model], final residual stream at the readout's positions
     lin: LinearReadout
     norm: Tensor  # [batch], ||y||
+
+
+def _fresh_first(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of TransformerLens' cache, run after :meth:`ActivationCache.check_fresh`."""
+
+    @functools.wraps(method)
+    def checked(self: ActivationCache, *args: Any, **kwargs: Any) -> Any:
+        self.check_fresh()
+        return method(self, *args, **kwargs)
+
+    return checked
 
 
 class ActivationCache(_TLActivationCache):
@@ -208,21 +220,10 @@ class ActivationCache(_TLActivationCache):
         )
 
     # TransformerLens helpers that read weights refuse a stale cache too.
-    def compute_head_results(self, *args: Any, **kwargs: Any) -> Any:
-        self.check_fresh()
-        return super().compute_head_results(*args, **kwargs)
-
-    def stack_head_results(self, *args: Any, **kwargs: Any) -> Any:
-        self.check_fresh()
-        return super().stack_head_results(*args, **kwargs)
-
-    def get_neuron_results(self, *args: Any, **kwargs: Any) -> Any:
-        self.check_fresh()
-        return super().get_neuron_results(*args, **kwargs)
-
-    def stack_neuron_results(self, *args: Any, **kwargs: Any) -> Any:
-        self.check_fresh()
-        return super().stack_neuron_results(*args, **kwargs)
+    compute_head_results = _fresh_first(_TLActivationCache.compute_head_results)
+    stack_head_results = _fresh_first(_TLActivationCache.stack_head_results)
+    get_neuron_results = _fresh_first(_TLActivationCache.get_neuron_results)
+    stack_neuron_results = _fresh_first(_TLActivationCache.stack_neuron_results)
 
     @staticmethod
     def _check_mode(ln_mode: str) -> None:

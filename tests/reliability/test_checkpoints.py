@@ -24,6 +24,7 @@ import timm
 import torch
 import transformers as tf
 from safetensors.torch import load_file, save_file
+from support.arch_hf import TINY_TOWER
 
 import vision_lens as vl
 from vision_lens.errors import CheckpointError
@@ -39,14 +40,8 @@ OC_CONFIGS = {
 }
 TIMM_NAME = "vit_tiny_patch16_224"
 TIMM_KWARGS = {"img_size": 32, "depth": 1, "num_classes": 0}
-HF_VISION = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=16,
-)
+# 32 x 32 images in 16 x 16 patches (2 x 2 grid), as the timm and open_clip towers here.
+HF_VISION = dict(TINY_TOWER, image_size=32, patch_size=16)
 
 
 # ------------------------------------------------------------------------ checkpoint makers

@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from vision_lens.analysis.textspan import check_head_outputs
 from vision_lens.utils.checks import check_finite
 
 
@@ -150,11 +151,7 @@ def attribute_variance(
         >>> attribute_variance(outputs, {"color": color}).fractions.squeeze(1).tolist()
         [0.666..., 0.0]
     """
-    if not isinstance(head_outputs, Tensor):
-        raise TypeError(
-            f"head_outputs must be a tensor [head, images, d_embed], got "
-            f"{type(head_outputs).__name__}."
-        )
+    check_head_outputs(head_outputs)
     if not isinstance(text_sets, Mapping):
         raise TypeError(
             "text_sets must be a mapping attribute name -> text embeddings, e.g. "

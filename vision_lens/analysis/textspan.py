@@ -54,7 +54,13 @@ if TYPE_CHECKING:
     from vision_lens.cache import ActivationCache
     from vision_lens.hooked_vit import HookedViT
 
-__all__ = ["TextSpanResult", "head_outputs_dataset", "textspan", "textspan_model"]
+__all__ = [
+    "TextSpanResult",
+    "check_head_outputs",
+    "head_outputs_dataset",
+    "textspan",
+    "textspan_model",
+]
 
 #: A text whose residual squared norm falls to this fraction of its squared norm as given can no
 #: longer be chosen (it lies, numerically, in the span of the chosen texts).
@@ -65,14 +71,25 @@ RANK_TOL = 1e-10
 
 
 # ---------------------------------------------------------------------- validation
-def _check_inputs(
-    head_outputs: object, text_embeddings: object, m: object, rank: object
-) -> tuple[Tensor, Tensor, int, int | None]:
+def check_head_outputs(head_outputs: object) -> Tensor:
+    """``head_outputs`` if it is a tensor (``[head, images, d_embed]``), else ``TypeError``.
+
+    Example:
+        >>> check_head_outputs(torch.zeros(2, 3, 4)).shape
+        torch.Size([2, 3, 4])
+    """
     if not isinstance(head_outputs, Tensor):
         raise TypeError(
             f"head_outputs must be a tensor [head, images, d_embed], got "
             f"{type(head_outputs).__name__}."
         )
+    return head_outputs
+
+
+def _check_inputs(
+    head_outputs: object, text_embeddings: object, m: object, rank: object
+) -> tuple[Tensor, Tensor, int, int | None]:
+    check_head_outputs(head_outputs)
     if not isinstance(text_embeddings, Tensor):
         raise TypeError(
             f"text_embeddings must be a tensor [n_text, d_embed] (e.g. clip.encode(texts)), got "

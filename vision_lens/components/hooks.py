@@ -114,25 +114,31 @@ class CheckedHookPoint(HookPoint):
         16.0
     """
 
+    def _checked(
+        self,
+        hook: Callable,
+        kind: str,
+        given: Callable[[tuple], Tensor | None],
+        new: Callable[[Any], Any] = lambda result: result,
+    ) -> Callable:
+        """``hook`` wrapped so that ``new(result)`` is checked against ``given(hook_args)``."""
+
+        def checked(*args: Any) -> Any:
+            result = hook(*args)
+            if result is not None:
+                before, after = given(args), new(result)
+                if before is not None and after is not None:
+                    _check(self, hook, after, before, kind)
+            return result
+
+        functools.update_wrapper(checked, hook, updated=())
+        return checked
+
     def register_forward_hook(
         self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False, **kwargs: Any
     ) -> RemovableHandle:
-        if with_kwargs:
-
-            def checked(module, args, kw, output):
-                result = hook(module, args, kw, output)
-                if result is not None:
-                    _check(self, hook, result, output, "forward hook")
-                return result
-        else:
-
-            def checked(module, args, output):
-                result = hook(module, args, output)
-                if result is not None:
-                    _check(self, hook, result, output, "forward hook")
-                return result
-
-        functools.update_wrapper(checked, hook, updated=())
+        # (module, args[, kwargs], output): the output is last either way.
+        checked = self._checked(hook, "forward hook", given=lambda a: a[-1])
         return super().register_forward_hook(
             checked, prepend=prepend, with_kwargs=with_kwargs, **kwargs
         )
@@ -140,49 +146,36 @@ class CheckedHookPoint(HookPoint):
     def register_forward_pre_hook(
         self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
     ) -> RemovableHandle:
+        def first_input(a: tuple) -> Tensor | None:
+            return a[1][0] if a[1] else None
+
         if with_kwargs:
+            # The hook returns (new_args, new_kwargs).
+            def new(result: Any) -> Any:
+                args = result[0] if isinstance(result, tuple) and len(result) == 2 else ()
+                return args[0] if isinstance(args, tuple) and args else None
 
-            def checked(module, args, kw):
-                result = hook(module, args, kw)
-                if result is not None and args:
-                    new_args = result[0] if isinstance(result, tuple) and len(result) == 2 else ()
-                    if isinstance(new_args, tuple) and new_args:
-                        _check(self, hook, new_args[0], args[0], "forward pre-hook")
-                return result
+            checked = self._checked(hook, "forward pre-hook", first_input, new)
         else:
-
-            def checked(module, args):
-                result = hook(module, args)
-                if result is not None and args:
-                    _check(self, hook, result, args[0], "forward pre-hook")
-                return result
-
-        functools.update_wrapper(checked, hook, updated=())
+            checked = self._checked(hook, "forward pre-hook", first_input)
         return super().register_forward_pre_hook(checked, prepend=prepend, with_kwargs=with_kwargs)
 
     def register_full_backward_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        def checked(module, grad_input, grad_output):
-            result = hook(module, grad_input, grad_output)
-            if result is not None:
-                # The result replaces grad_input; a hook point is the identity, so the
-                # gradient it is compared with is the one that came in.
-                given = grad_input[0] if grad_input and grad_input[0] is not None else None
-                if given is None and grad_output:
-                    given = grad_output[0]
-                _check(self, hook, result, given, "backward hook")
-            return result
+        def incoming(a: tuple) -> Tensor | None:
+            # The result replaces grad_input; a hook point is the identity, so the gradient it
+            # is compared with is the one that came in.
+            _, grad_input, grad_output = a
+            if grad_input and grad_input[0] is not None:
+                return grad_input[0]
+            return grad_output[0] if grad_output else None
 
-        functools.update_wrapper(checked, hook, updated=())
+        checked = self._checked(hook, "backward hook", incoming)
         return super().register_full_backward_hook(checked, prepend=prepend)
 
     def register_full_backward_pre_hook(
         self, hook: Callable, prepend: bool = False
     ) -> RemovableHandle:
-        def checked(module, grad_output):
-            result = hook(module, grad_output)
-            if result is not None and grad_output:
-                _check(self, hook, result, grad_output[0], "backward pre-hook")
-            return result
-
-        functools.update_wrapper(checked, hook, updated=())
+        checked = self._checked(
+            hook, "backward pre-hook", given=lambda a: a[1][0] if a[1] else None
+        )
         return super().register_full_backward_pre_hook(checked, prepend=prepend)
