@@ -78,9 +78,16 @@ class WeightRecord:
                 name: (weakref.ref(p), p.dtype, tuple(p.shape), p._version)
                 for name, p in model.named_parameters()
             }
-            self._fingerprints = {
-                name: _fingerprint(t) for name, t in self._valued(model) if t.numel() > 0
-            }
+            # name -> (fingerprint, relative tolerance, absolute tolerance), so that a check
+            # compares without re-deriving the scale of each recorded fingerprint.
+            self._fingerprints = {}
+            for name, tensor in self._valued(model):
+                if tensor.numel() == 0:
+                    continue
+                old = _fingerprint(tensor)
+                tol = 1e-9 if old.dtype == torch.float64 else 1e-5
+                scale = float(old.abs().nan_to_num(0.0, 0.0, 0.0).max())
+                self._fingerprints[name] = (old, tol, tol * scale)
 
     @staticmethod
     def _valued(model: Any):
@@ -113,14 +120,13 @@ class WeightRecord:
             return changed
         with torch.no_grad():
             for name, tensor in self._valued(model):
-                old = self._fingerprints.get(name)
-                if old is None:
+                record = self._fingerprints.get(name)
+                if record is None:
                     continue
+                old, rtol, atol = record
                 new = _fingerprint(tensor).to(old.device, old.dtype)
-                tol = 1e-9 if old.dtype == torch.float64 else 1e-5
-                scale = float(old.abs().nan_to_num(0.0, 0.0, 0.0).max())
                 if new.shape != old.shape or not torch.allclose(
-                    new, old, rtol=tol, atol=tol * scale, equal_nan=True
+                    new, old, rtol=rtol, atol=atol, equal_nan=True
                 ):
                     changed.append(f"{name} values changed")
         return changed
