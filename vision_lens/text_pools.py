@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from functools import cache
 from importlib import resources
 
@@ -86,9 +87,13 @@ def text_pool(name: str) -> list[str]:
         raise TypeError(f"name must be a string, got {type(name).__name__}.")
     available = list_text_pools()
     if name not in available:
+        stem = name.strip().lower().removesuffix(".txt").split("/")[-1]
+        close = difflib.get_close_matches(stem, available, n=2, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
-            f"Unknown text pool {name!r}. Available pools: {', '.join(available) or 'none'}. "
-            "Pass your own list of strings to use another pool."
+            f"Unknown text pool {name!r}.{hint} Available pools: "
+            f"{', '.join(available) or 'none'}. Pass your own list of strings to use another "
+            "pool."
         )
     texts = list(_load(name))
     if not texts:

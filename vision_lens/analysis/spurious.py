@@ -17,11 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -90,8 +92,17 @@ def group_accuracy(
     """
     check_finite(embeddings, "embeddings")
     check_finite(class_weights, "class_weights")
-    labels = torch.as_tensor(labels, device=embeddings.device).long()
-    groups = torch.as_tensor(groups, device=embeddings.device).long()
+    if embeddings.ndim != 2:
+        raise ValueError(
+            f"embeddings must be [images, d_embed], got shape {tuple(embeddings.shape)}."
+        )
+    if class_weights.ndim != 2 or class_weights.shape[0] == 0:
+        raise ValueError(
+            "class_weights must be [n_classes >= 1, d_embed] (one zero-shot weight per class), "
+            f"got shape {tuple(class_weights.shape)}."
+        )
+    labels = _int_vector(labels, "labels", embeddings.device)
+    groups = _int_vector(groups, "groups", embeddings.device)
     if embeddings.shape[-1] != class_weights.shape[-1]:
         raise ValueError(
             f"Image embeddings have width {embeddings.shape[-1]} but class weights have width "
@@ -103,7 +114,14 @@ def group_accuracy(
             "groups: they must match."
         )
     if labels.shape[0] == 0:
-        raise ValueError("No images.")
+        raise ValueError("No images: embeddings, labels and groups are empty.")
+    n_classes = class_weights.shape[0]
+    bad = (labels < 0) | (labels >= n_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"labels holds {labels[bad][0].item()}, but class_weights has {n_classes} classes "
+            f"(labels 0..{n_classes - 1}): a label outside them would count as always wrong."
+        )
     correct = (embeddings @ class_weights.to(embeddings).T).argmax(-1) == labels
     per_group, counts = {}, {}
     for g in sorted(set(groups.tolist())):
@@ -116,6 +134,31 @@ def group_accuracy(
         worst=min(per_group.values()),
         average=correct.float().mean().item(),
     )
+
+
+def _int_vector(values: object, name: str, device: torch.device) -> Tensor:
+    """A 1-d int64 tensor of ``values`` (a tensor, array or sequence of ints)."""
+    if values is None or isinstance(values, str | bytes | numbers.Number):
+        raise TypeError(
+            f"{name} must be a 1-d tensor or sequence of ints (one per image), got "
+            f"{type(values).__name__} {values!r}."
+        )
+    try:
+        tensor = torch.as_tensor(np.asarray(values) if isinstance(values, list | tuple) else values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"{name} must be a 1-d tensor or sequence of ints (one per image): {error}"
+        ) from None
+    if tensor.numel() and (
+        tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex()
+    ):
+        raise TypeError(
+            f"{name} must be ints (one class or group index per image), got {tensor.dtype}; "
+            "convert with .long() if the values are whole numbers."
+        )
+    if tensor.ndim != 1:
+        raise ValueError(f"{name} must be 1-d (one per image), got shape {tuple(tensor.shape)}.")
+    return tensor.to(device=device, dtype=torch.long)
 
 
 @dataclass
@@ -137,6 +180,15 @@ class HeadMatches:
 def _pattern(keywords: Sequence[str]) -> re.Pattern:
     if isinstance(keywords, str):
         keywords = [keywords]
+    if not isinstance(keywords, Sequence | set | frozenset):
+        raise TypeError(
+            f"keywords must be a list of words, got {type(keywords).__name__} {keywords!r}."
+        )
+    for k in keywords:
+        if not isinstance(k, str):
+            raise TypeError(
+                f"keywords must be strings, got {type(k).__name__} {k!r} in {list(keywords)!r}."
+            )
     words = [k.strip() for k in keywords if k and k.strip()]
     if not words:
         raise ValueError("Pass at least one keyword.")
@@ -175,10 +227,16 @@ def heads_by_keywords(
         >>> heads_by_keywords(r, ["lake", "grass", "sea"], min_matches=1).heads
         [(3, 0)]
     """
+    if not all(hasattr(result, a) for a in ("texts", "texts_for", "n_heads", "label")):
+        raise TypeError(
+            "result must be a TextSpanResult (from textspan / textspan_model), got "
+            f"{type(result).__name__}."
+        )
     if result.texts is None:
         raise ValueError("The TextSpan result has no texts: run textspan with texts=[...].")
-    if min_matches < 1:
-        raise ValueError(f"min_matches must be >= 1, got {min_matches}.")
+    if top is not None:
+        _check_count(top, "top", 1, " (or None for all of each head's texts)")
+    _check_count(min_matches, "min_matches", 1)
     pattern = _pattern(keywords)
     found: list[tuple[int, int, HeadLabel | int]] = []
     matches: dict[str, list[str]] = {}
@@ -194,6 +252,63 @@ def heads_by_keywords(
             matches[name] = hits
     found.sort()
     return HeadMatches(heads=[key for _, _, key in found], matches=matches, counts=counts)
+
+
+def _check_count(value: object, name: str, minimum: int, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int >= {minimum}{hint}, got {type(value).__name__} {value!r}."
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{hint}, got {value}.")
+    return int(value)
+
+
+class _MissingHeadError(IndexError, KeyError):
+    """A head the components lack: an ``IndexError`` (docs/errors.md), and a ``KeyError`` as
+    :meth:`Components.index` raises for a missing label."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _head_pairs(heads: object, name: str) -> list[HeadLabel]:
+    if isinstance(heads, str | bytes) or not isinstance(heads, Sequence):
+        raise TypeError(
+            f"{name} must be a list of (layer, head) pairs, got {type(heads).__name__} {heads!r}."
+        )
+    out = []
+    for pair in heads:
+        if (
+            isinstance(pair, str | bytes)
+            or not isinstance(pair, Sequence | Tensor | np.ndarray)
+            or len(pair) != 2
+        ):
+            raise TypeError(
+                f"{name} must be (layer, head) pairs such as (3, 0), got {pair!r} in "
+                f"{list(heads)!r}."
+            )
+        values = pair.tolist() if isinstance(pair, Tensor | np.ndarray) else list(pair)
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
+            raise TypeError(
+                f"{name} must be pairs of ints (layer, head), got {pair!r} in {list(heads)!r}."
+            )
+        out.append((int(values[0]), int(values[1])))
+    return out
+
+
+def _check_heads_exist(components: Components, heads: list[HeadLabel], name: str) -> None:
+    have = set(components.heads)
+    missing = [h for h in heads if h not in have]
+    if missing:
+        layer, head = missing[0]
+        available = ", ".join(head_label(*h) for h in components.heads[:12]) or "none"
+        more = ", ..." if len(components.heads) > 12 else ""
+        raise _MissingHeadError(
+            f"No component {head_label(layer, head)!r}: {name} names head {missing[0]}, which "
+            f"these components do not have (heads: {available}{more}). Heads exist only for "
+            "the layers split with head_layers=."
+        )
 
 
 @dataclass
@@ -279,11 +394,33 @@ def spurious_ablation(
         >>> len(r.random_heads), len(r.random_heads[0])
         (2, 1)
     """
-    heads = [(int(a), int(b)) for a, b in heads]
-    pool = components.heads if candidates is None else [(int(a), int(b)) for a, b in candidates]
+    if not isinstance(components, Components):
+        raise TypeError(
+            "components must be a Components (from decompose_components or split_heads), got "
+            f"{type(components).__name__}."
+        )
+    heads = _head_pairs(heads, "heads")
+    if not heads:
+        raise ValueError(
+            "heads is empty: nothing to ablate (after would equal before). Pass at least one "
+            "(layer, head), e.g. heads_by_keywords(...).heads, and skip the ablation when it "
+            "finds none."
+        )
+    n_random = _check_count(n_random, "n_random", 0, " (0 skips the random baseline)")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}.")
+    pool = components.heads if candidates is None else _head_pairs(candidates, "candidates")
     if len(heads) > len(pool):
         raise ValueError(f"Cannot draw {len(heads)} random heads from {len(pool)} candidates.")
-    components.head_indices(heads)  # clear error for unknown heads
+    for name, chosen in (("heads", heads), ("candidates", pool)):
+        repeated = sorted({h for h in chosen if chosen.count(h) > 1})
+        if repeated:
+            raise ValueError(
+                f"{name} names head {repeated[0]} twice; give each head once (a repeat would "
+                "count it twice)."
+            )
+    _check_heads_exist(components, heads, "heads")
+    _check_heads_exist(components, pool, "candidates")
 
     def evaluate(ablate: Sequence[HeadLabel]) -> GroupAccuracy:
         embedding = ablated_embedding(components, list(ablate), reference=reference)
@@ -291,9 +428,9 @@ def spurious_ablation(
 
     before = evaluate([])
     after = evaluate(heads)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     random_heads, random = [], []
-    for _ in range(n_random if heads else 0):
+    for _ in range(n_random):
         draw = torch.randperm(len(pool), generator=generator)[: len(heads)].tolist()
         chosen = [pool[i] for i in draw]
         random_heads.append(chosen)

@@ -72,7 +72,9 @@ def load_image_folder(folder: str | Path, max_images: int | None = None) -> list
         NotADirectoryError: It is a file.
         ValueError: It holds no image files, none is readable, or ``max_images < 1``.
     """
-    path = Path(folder)
+    path = Path(_check_path(folder, "--images"))
+    if max_images is not None:
+        _check_max_images(max_images)
     if not path.exists():
         raise FileNotFoundError(
             f"--images {str(folder)!r} does not exist; pass a folder of image files."
@@ -82,8 +84,6 @@ def load_image_folder(folder: str | Path, max_images: int | None = None) -> list
             f"--images {str(folder)!r} is a file, not a folder; pass the folder that holds the "
             f"images (e.g. {str(path.parent)!r})."
         )
-    if max_images is not None and (isinstance(max_images, bool) or max_images < 1):
-        raise ValueError(f"--max-images must be at least 1, got {max_images!r}.")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(
@@ -113,6 +113,26 @@ def load_image_folder(folder: str | Path, max_images: int | None = None) -> list
             stacklevel=2,
         )
     return images
+
+
+def _check_path(path: object, option: str) -> str | Path:
+    if not isinstance(path, str | Path):
+        raise TypeError(
+            f"{option} must be a path (str or Path), got {type(path).__name__} {path!r}."
+        )
+    if not str(path).strip():
+        raise ValueError(f"{option} is an empty path; pass a file or folder name.")
+    return path
+
+
+def _check_max_images(max_images: object) -> int:
+    if isinstance(max_images, bool) or not isinstance(max_images, int | np.integer):
+        raise TypeError(
+            f"--max-images must be an integer >= 1, got {type(max_images).__name__} {max_images!r}."
+        )
+    if max_images < 1:
+        raise ValueError(f"--max-images must be at least 1, got {max_images!r}.")
+    return int(max_images)
 
 
 def _unreadable() -> tuple[type[BaseException], ...]:
@@ -182,7 +202,7 @@ def check_output_file(out: str | Path) -> Path:
     Raises:
         IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError: It cannot.
     """
-    path = Path(out)
+    path = Path(_check_path(out, "--out"))
     name = str(out)
     if path.is_dir():
         raise IsADirectoryError(
@@ -214,6 +234,17 @@ def preprocess_images(model: HookedViT, images: Sequence[Image]) -> Tensor:
     """Stack ``model.preprocess(image)`` for PIL images into ``[N, 3, H, W]``."""
     if model.preprocess is None:
         raise ValueError("This model has no preprocess transform; pass tensors instead.")
+    images = list(images)
+    if not images:
+        raise ValueError("No images to preprocess: pass at least one PIL image.")
+    from PIL.Image import Image as PILImage
+
+    for i, image in enumerate(images):
+        if not isinstance(image, PILImage):
+            raise TypeError(
+                f"images[{i}] must be a PIL image (e.g. from load_image_folder), got "
+                f"{type(image).__name__}."
+            )
     return torch.stack([model.preprocess(image) for image in images])
 
 
@@ -224,6 +255,13 @@ def shapes_inputs(
     for colour/shape/position zero-shot tasks."""
     from vision_lens import shapes
 
+    for name, value in (("n_display", n_display), ("n_eval", n_eval)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(
+                f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}."
+            )
+        if value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     display = shapes.generate(n_display, seed=seed, n_objects=(1, 3))
     queries: list[str] = []
     for attrs in display.attributes:
@@ -262,6 +300,9 @@ def folder_inputs(model: HookedViT, images: list[Image], texts: Sequence[str]) -
     """Report inputs for a user's images: heatmaps for ``texts``, and a label-free ablation task
     (agreement with the full model's zero-shot choice among ``texts``)."""
     _check_texts(texts)
+    images = list(images)
+    if not images:
+        raise ValueError("images is empty: pass at least one PIL image (see load_image_folder).")
     return ReportInputs(
         title="vision_lens report",
         display_images=images[:8],
@@ -450,9 +491,24 @@ def write_report(
         >>> write_report("report.html")  # the shipped shapes model  # doctest: +SKIP
     """
     from vision_lens.models import load_clip_or_shapes
+    from vision_lens.shapes.pretrained import check_device
 
     # Every check that needs no model comes first: a mistake costs no model load.
     check_batch_size(batch_size)
+    _check_path(out, "--out")
+    for option, value in (("--model", model_name), ("--pretrained", pretrained)):
+        if value is not None and not isinstance(value, str | Path):
+            raise TypeError(
+                f"{option} must be a string or None, got {type(value).__name__} {value!r}."
+            )
+    if images is not None:
+        _check_path(images, "--images")
+    _check_max_images(max_images)
+    if not isinstance(progress, bool):
+        raise TypeError(
+            f"progress must be True or False, got {type(progress).__name__} {progress!r}."
+        )
+    check_device(device)
     if images is None and texts is not None:
         raise ValueError(
             "--texts needs --images (the shapes report picks its own texts): add --images "
@@ -479,7 +535,19 @@ MAX_TEXTS = 6  # heatmap columns
 
 
 def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"--texts must be a list of strings, got {type(texts).__name__} {texts!r}"
+            + (
+                f" (a single string would be read letter by letter; pass [{texts!r}, ...])."
+                if isinstance(texts, str)
+                else "."
+            )
+        )
     texts = list(texts)
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"--texts must hold strings, got {type(text).__name__} {text!r}.")
     if len(texts) < 2:
         raise ValueError(
             f"Pass at least two --texts (got {texts!r}): heatmaps are contrasted across texts."

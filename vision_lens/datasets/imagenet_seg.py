@@ -69,7 +69,20 @@ class ImagenetSegmentation:
     ):
         import h5py
 
+        _check_path(path, "path")
+        for what, fn in (("transform", transform), ("mask_transform", mask_transform)):
+            if fn is not None and not callable(fn):
+                raise TypeError(
+                    f"{what} must be a callable (PIL image -> ...), e.g. model.preprocess, or "
+                    f"None; got {type(fn).__name__} {fn!r}."
+                )
         self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(
+                f"ImageNet-segmentation path {str(path)!r} is a folder; pass the file "
+                "gtsegs_ijcv.mat itself (e.g. "
+                f"{str(self.path / 'gtsegs_ijcv.mat')!r})."
+            )
         if not self.path.is_file():
             raise FileNotFoundError(
                 f"ImageNet-segmentation file {str(path)!r} not found. It is gtsegs_ijcv.mat "
@@ -115,6 +128,8 @@ class ImagenetSegmentation:
 
     def _index(self, index: int) -> int:
         n = len(self)
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"index must be an int, got {type(index).__name__} {index!r}.")
         index = int(index)
         if not -n <= index < n:
             raise IndexError(f"Index {index} out of range for {n} images.")
@@ -168,6 +183,11 @@ class ImagenetSegmentation:
         self.close()
 
 
+def _check_path(path: object, what: str) -> None:
+    if not isinstance(path, str | Path):
+        raise TypeError(f"{what} must be a str or Path, got {type(path).__name__} {path!r}.")
+
+
 def imagenet_class_index(wnid: str) -> int | None:
     """Index of a WordNet id among the 1,000 ImageNet classes (``None`` if not one of them).
 
@@ -175,6 +195,11 @@ def imagenet_class_index(wnid: str) -> int | None:
         >>> imagenet_class_index("n01443537"), imagenet_class_index("n00000000")
         (1, None)
     """
+    if not isinstance(wnid, str):
+        raise TypeError(
+            f"wnid must be a WordNet id string such as 'n01443537', got {type(wnid).__name__} "
+            f"{wnid!r}."
+        )
     return _wnid_table().get(wnid)
 
 
@@ -218,8 +243,54 @@ def write_imagenet_seg_mat(
     """
     import h5py
 
+    _check_path(path, "path")
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"path {str(path)!r} is a folder; pass a file name such as "
+            f"{str(target / 'gtsegs_ijcv.mat')!r}."
+        )
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"path {str(path)!r}: folder {str(target.parent)!r} does not exist; create it first."
+        )
+    for what, items in (("images", images), ("masks", masks), ("names", names)):
+        if items is not None and (
+            isinstance(items, str | bytes | np.ndarray) or not isinstance(items, list | tuple)
+        ):
+            raise TypeError(
+                f"{what} must be a list (one entry per image), got {type(items).__name__}."
+            )
     if len(images) != len(masks):
         raise ValueError(f"{len(images)} images but {len(masks)} masks.")
+    if not images:
+        raise ValueError("images is empty: write at least one image-mask pair.")
+    if names is not None and len(names) != len(images):
+        raise ValueError(
+            f"{len(images)} images but {len(names)} names: pass one name per image, or None."
+        )
+    for i, name in enumerate(names or ()):
+        if not isinstance(name, str):
+            raise TypeError(f"names[{i}] must be a string, got {type(name).__name__} {name!r}.")
+        if not name or max(map(ord, name)) > 0xFFFF:
+            raise ValueError(
+                f"names[{i}] {name!r} must be a non-empty string of characters up to U+FFFF "
+                "(stored as uint16), such as 'n01443537_1'."
+            )
+    for i, image in enumerate(images):
+        array = np.asarray(image)
+        if array.dtype == np.uint8:
+            continue
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(
+                f"images[{i}] must be uint8 pixels 0..255, got {array.dtype} (a float image "
+                "would be truncated); convert with (x * 255).round().astype(np.uint8)."
+            )
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"images[{i}] has values {array.min()}..{array.max()}, outside 0..255 (they would "
+                "wrap around in uint8)."
+            )
     ref = h5py.special_dtype(ref=h5py.Reference)
     with h5py.File(path, "w") as f:
         refs = f.create_group("#refs#")
@@ -228,8 +299,11 @@ def write_imagenet_seg_mat(
         gt_refs = f.create_dataset("value/gt", (n, 1), dtype=ref)
         id_refs = f.create_dataset("value/id", (n, 1), dtype=ref) if names else None
         for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
-            image = np.asarray(image, dtype=np.uint8)
-            mask = np.asarray(mask).astype(np.uint8)
+            image = np.asarray(image).astype(np.uint8)
+            mask = np.asarray(mask)
+            if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+                raise ValueError(f"masks[{i}] holds NaN or infinite values.")
+            mask = (mask > 0).astype(np.uint8)  # > 0 = foreground (as the reader reads it)
             if image.ndim != 3 or image.shape[-1] != 3 or mask.shape != image.shape[:2]:
                 raise ValueError(f"Pair {i}: image {image.shape} / mask {mask.shape}.")
             img_refs[i, 0] = refs.create_dataset(f"img{i}", data=image.transpose(2, 1, 0)).ref

@@ -61,6 +61,11 @@ def geometric_transform(
     """
     from torchvision.transforms import InterpolationMode
 
+    if not callable(preprocess):
+        raise TypeError(
+            f"preprocess must be an image transform (e.g. model.preprocess, a torchvision "
+            f"Compose), got {type(preprocess).__name__} {preprocess!r}."
+        )
     steps = list(getattr(preprocess, "transforms", [preprocess]))
     kept: list[Callable[[Image.Image], Image.Image]] = []
     for step in steps:
@@ -114,10 +119,27 @@ def transform_mask(
     """
     if isinstance(mask, Image.Image):
         array = np.asarray(mask)
+    elif isinstance(mask, Tensor):
+        array = mask.detach().cpu().numpy()
+    elif isinstance(mask, np.ndarray | list | tuple):
+        array = np.asarray(mask)
     else:
-        array = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+        raise TypeError(
+            f"mask must be a numpy array, tensor or PIL image [H, W], got {type(mask).__name__}."
+        )
     if array.ndim != 2:
         raise ValueError(f"A mask must be [H, W], got shape {array.shape}.")
+    if array.size == 0:
+        raise ValueError(f"mask is empty (shape {array.shape}); a mask needs at least one pixel.")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"mask must hold numbers or bools, got dtype {array.dtype}.")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise ValueError(
+            f"mask holds {int(np.isnan(array).sum())} NaN and {int(np.isinf(array).sum())} "
+            "infinite value(s); NaN would silently count as background. Pass a finite mask "
+            "(> 0 = foreground)."
+        )
+    geometric = geometric_transform(preprocess)
     pil = Image.fromarray(((array > 0) * 255).astype(np.uint8), mode="L")
-    out = np.asarray(geometric_transform(preprocess)(pil))
+    out = np.asarray(geometric(pil))
     return torch.from_numpy(out > 127)

@@ -3,18 +3,17 @@ the image)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 from torch import Tensor
 
-from vision_lens.plot._common import heat_trace, image_array, image_trace
-from vision_lens.utils.checks import head_indices, layer_indices
+from vision_lens.plot._common import check_number, heat_trace, image_array, image_trace
+from vision_lens.utils.checks import check_finite, head_indices, layer_indices
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from PIL.Image import Image
 
     from vision_lens.cache import ActivationCache
@@ -55,12 +54,18 @@ def _query_token(
             return index, "the class token" if index == 0 else f"prefix token {index}"
         row, col = divmod(index - n_prefix, cols)
         return index, f"token {index} (patch row {row}, col {col})"
-    try:
-        row, col = (int(v) for v in query)
-    except (TypeError, ValueError):
+    if isinstance(query, Tensor):
+        query = query.tolist()
+    if (
+        isinstance(query, str | bytes)
+        or not hasattr(query, "__len__")
+        or len(query) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in query)
+    ):
         raise TypeError(
-            f"query must be a token index (int) or a (row, col) patch, got {query!r}."
-        ) from None
+            f"query must be a token index (int) or a (row, col) patch of two ints, got {query!r}."
+        )
+    row, col = (int(v) for v in query)
     if not (0 <= row < rows and 0 <= col < cols):
         raise IndexError(f"query patch ({row}, {col}) is outside the {rows} x {cols} patch grid.")
     return n_pos - rows * cols + row * cols + col, f"patch (row {row}, col {col})"
@@ -73,11 +78,23 @@ def _cached_pattern(
     ``[batch, head, query, key]`` pattern."""
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
         raise TypeError(f"layer must be an int, got {layer!r}.")
+    store = getattr(cache, "cache_dict", cache)
+    if not isinstance(store, Mapping):
+        raise TypeError(
+            "cache must be the ActivationCache of model.run_with_cache(images) or a mapping of "
+            f"hook names to tensors, got {type(cache).__name__}."
+        )
     cfg = getattr(getattr(cache, "model", None), "cfg", None)
     n_layers = getattr(cfg, "n_layers", None)
+    if n_layers is None and layer < 0:
+        cached = sorted(k for k in store if str(k).endswith("hook_pattern"))
+        raise IndexError(
+            f"layer {layer} counts from the end, but this cache has no model to count its "
+            f"layers; pass a non-negative layer (it has the patterns of: "
+            f"{', '.join(cached) or 'none'})."
+        )
     layer = int(layer) if n_layers is None else layer_indices(layer, n_layers)[0]
     name = f"blocks.{layer}.attn.hook_pattern"
-    store = getattr(cache, "cache_dict", cache)
     if name not in store:
         cached = sorted(k for k in store if k.endswith("hook_pattern"))
         have = f" It has the patterns of: {', '.join(cached)}." if cached else ""
@@ -87,6 +104,8 @@ def _cached_pattern(
             f"names_filter=[{name!r}])."
         )
     pattern = store[name]
+    if not isinstance(pattern, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(pattern).__name__}.")
     if not getattr(cache, "has_batch_dim", True):
         pattern = pattern.unsqueeze(0)
     if pattern.dim() != 4:
@@ -134,9 +153,12 @@ def attention_pattern(
 
     Raises:
         KeyError: The cache lacks the layer's ``hook_pattern`` (run ``run_with_cache`` with it).
-        IndexError: ``layer``, ``head``, ``query`` or ``batch_index`` out of range.
-        TypeError: ``layer`` or ``head`` is not an int, or ``query`` is neither a token index
-            nor a ``(row, col)`` patch.
+        IndexError: ``layer``, ``head``, ``query`` or ``batch_index`` out of range (or a
+            negative ``layer`` with a plain mapping, which has no model to count layers).
+        TypeError: ``cache`` is not a cache or mapping, ``layer``, ``head`` or ``batch_index``
+            is not an int, or ``query`` is neither a token index nor a ``(row, col)`` patch.
+        ValueError: The attention row drawn holds NaN/inf, or ``opacity`` is outside
+            ``[0, 1]``.
 
     Example:
         >>> import numpy as np
@@ -161,6 +183,8 @@ def attention_pattern(
     if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
         raise TypeError(f"head must be an int, got {head!r}.")
     head = head_indices(head, n_heads)[0]
+    if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)):
+        raise TypeError(f"batch_index must be an int, got {batch_index!r}.")
     if not -n_batch <= int(batch_index) < n_batch:
         raise IndexError(f"batch_index {batch_index} is out of range for {n_batch} images.")
     batch_index = int(batch_index) % n_batch
@@ -179,7 +203,10 @@ def attention_pattern(
         q_row = 0
     else:
         q_row = q
-    row = pattern[batch_index, head, q_row].detach().float().cpu().numpy()
+    opacity = check_number(opacity, "opacity", low=0.0, high=1.0)
+    row = pattern[batch_index, head, q_row].detach().float().cpu()
+    check_finite(row, f"{name}[{batch_index}, {head}, {q_row}] (the attention row drawn)")
+    row = row.numpy()
     n_prefix = n_keys - grid[0] * grid[1]  # class, distillation and register tokens
     values = row[n_prefix:].reshape(grid)
     if title is None:

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 
 def _check_renderer(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"renderer must be a plotly renderer name (a string such as 'notebook' or "
+            f"'vscode'), got {type(name).__name__} {name!r}."
+        )
     available = list(pio.renderers)
     unknown = [part for part in name.split("+") if part not in available]
     if not name or unknown:
@@ -96,8 +101,21 @@ def show(
         >>> show(fig)  # interactive, with the default renderer  # doctest: +SKIP
         >>> show(fig, static=True, scale=2)  # a PNG in the notebook  # doctest: +SKIP
     """
+    if not isinstance(fig, go.Figure):
+        raise TypeError(
+            f"show takes a plotly Figure (from a vision_lens.plot function), got "
+            f"{type(fig).__name__}; wrap a figure dict with plotly.graph_objects.Figure(...)."
+        )
     if renderer is not None:
         _check_renderer(renderer)
+    if not isinstance(static, bool):
+        raise TypeError(f"static must be True or False, got {static!r}.")
+    unknown = sorted(set(png_kwargs) - {"width", "height", "scale", "browser_path", "timeout"})
+    if unknown:
+        raise TypeError(
+            f"show got unexpected keyword argument(s) {unknown}; with static=True it takes "
+            "width, height, scale, browser_path and timeout (those of to_png)."
+        )
     if static or renderer == "png":
         try:
             from IPython.display import Image, display

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import os
 import signal
 import subprocess
@@ -114,6 +116,56 @@ def _render_with_kaleido(
     return state.png
 
 
+def _check_arguments(
+    fig: object,
+    path: object,
+    width: object,
+    height: object,
+    scale: object,
+    timeout: object,
+) -> Path | None:
+    """Refuse bad arguments of :func:`to_png` before starting a browser; ``path`` as a Path."""
+    if not isinstance(fig, go.Figure):
+        raise TypeError(
+            f"to_png takes a plotly Figure (from a vision_lens.plot function), got "
+            f"{type(fig).__name__}; wrap a figure dict with plotly.graph_objects.Figure(...)."
+        )
+    for name, value in (("width", width), ("height", height)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int >= 10 pixels (or None), got {value!r}.")
+        if value < 10:
+            raise ValueError(f"{name} must be an int >= 10 pixels (or None), got {value!r}.")
+    for name, value in (("scale", scale), ("timeout", timeout)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a positive number, got {value!r}.")
+        if not 0 < float(value) < math.inf:
+            raise ValueError(f"{name} must be a positive, finite number, got {value!r}.")
+    if path is None:
+        return None
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r}.")
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"path {str(path)!r} is a folder; pass a file name such as {str(out / 'figure.png')!r}."
+        )
+    if out.suffix.lower() != ".png":
+        raise ValueError(
+            f"path {str(path)!r} does not end in .png but to_png writes PNG data; name the "
+            f"file {str(out.with_suffix('.png'))!r} (for HTML use fig.write_html)."
+        )
+    if not out.parent.exists():
+        raise FileNotFoundError(
+            f"path {str(path)!r}: folder {str(out.parent)!r} does not exist; create it first "
+            "or pick another path."
+        )
+    if not out.parent.is_dir():
+        raise NotADirectoryError(f"path {str(path)!r}: {str(out.parent)!r} is not a folder.")
+    return out
+
+
 def to_png(
     fig: go.Figure,
     path: str | os.PathLike | None = None,
@@ -145,6 +197,9 @@ def to_png(
         The PNG bytes.
 
     Raises:
+        TypeError: ``fig`` is not a Figure, or an argument has the wrong type.
+        ValueError: ``path`` does not end in ``.png``; a size, scale or timeout out of range.
+        IsADirectoryError, FileNotFoundError: ``path`` is a folder, or its folder is missing.
         ImportError: kaleido is not installed (``pip install "kaleido>=1"``).
         RuntimeError: No Chrome/Chromium was found, it failed to start or it did not finish in
             time; the message says how to fix it.
@@ -156,6 +211,7 @@ def to_png(
         >>> png[:8]  # doctest: +SKIP
         b'\\x89PNG\\r\\n\\x1a\\n'
     """
+    path = _check_arguments(fig, path, width, height, scale, timeout)
     try:
         import kaleido  # noqa: F401
         from choreographer.errors import BrowserFailedError, ChromeNotFoundError
@@ -183,5 +239,5 @@ def to_png(
             + _NO_BROWSER
         ) from error
     if path is not None:
-        Path(path).write_bytes(data)
+        path.write_bytes(data)
     return data

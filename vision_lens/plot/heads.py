@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
-from vision_lens.plot._common import as_numpy, escape_html, signed_range
+from vision_lens.plot._common import (
+    check_flag,
+    check_int,
+    escape_html,
+    numbers_array,
+    signed_range,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias, TypeGuard
@@ -53,6 +59,27 @@ def _textspan_hover(result: TextSpanResult, row: int, top: int | None) -> list[s
     return [*lines, f"({fraction:.0%} of variance with m={result.m})"]
 
 
+def _texts_of(texts: object, key: object, top: int | None) -> list[str]:
+    """The hover lines of one head: a string, or a sequence of strings (the first ``top``)."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"labels entry for {key!r} must be a string or a list of strings, got "
+            f"{type(texts).__name__} {texts!r:.60}."
+        )
+    return [str(t) for t in list(texts)[:top]]
+
+
+def _int_pair(key: object) -> tuple[int, int] | None:
+    """``(layer, head)`` if ``key`` is a pair of ints, else ``None``."""
+    if isinstance(key, str | bytes) or not isinstance(key, Sequence) or len(key) != 2:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in key):
+        return None
+    return int(key[0]), int(key[1])
+
+
 def _head_hover(
     labels: HeadLabels, shape: tuple[int, int], layer_ids: list[int], top: int | None
 ) -> list[list[str]]:
@@ -69,10 +96,7 @@ def _head_hover(
                 f"labels has an entry for {key!r} (layer {layer}, head {head}), which is not in "
                 f"the grid: layers {layer_ids}, heads 0..{n_heads - 1}."
             )
-        if isinstance(texts, str):
-            cells[row][head] = [texts]
-        else:
-            cells[row][head] = [str(t) for t in list(texts)[:top]]
+        cells[row][head] = _texts_of(texts, key, top)
 
     if _is_textspan_result(labels):
         heads = labels.heads
@@ -90,12 +114,13 @@ def _head_hover(
         entries = labels.get("heads") if "heads" in labels else None
         if isinstance(entries, list):  # TextSpanResult.to_dict()
             for entry in entries:
-                if "layer" not in entry or "texts" not in entry:
+                if not isinstance(entry, Mapping) or not {"layer", "head", "texts"} <= set(entry):
                     raise ValueError(
                         "labels looks like TextSpanResult.to_dict() but its heads lack 'layer', "
                         "'head' or 'texts' (was the result made with texts and head labels?)."
                     )
-                place(int(entry["layer"]), int(entry["head"]), entry["texts"], entry["label"])
+                key = entry.get("label", (entry["layer"], entry["head"]))
+                place(int(entry["layer"]), int(entry["head"]), entry["texts"], key)
         else:
             for key, texts in labels.items():
                 bad_key = f"labels key {key!r} is not (layer, head) or 'L{{layer}}H{{head}}'."
@@ -105,13 +130,24 @@ def _head_hover(
                         raise ValueError(bad_key)
                     layer, head = parsed
                 else:
-                    try:
-                        layer, head = (int(v) for v in key)
-                    except (TypeError, ValueError):
-                        raise ValueError(bad_key) from None
+                    pair = _int_pair(key)
+                    if pair is None:
+                        raise ValueError(bad_key + " Layer and head must be ints.")
+                    layer, head = pair
                 place(layer, head, texts, key)
     else:
+        if isinstance(labels, str | bytes) or not isinstance(labels, Sequence):
+            raise TypeError(
+                "labels must be a TextSpanResult, its to_dict(), a mapping {(layer, head): texts} "
+                f"or [layer][head] nested lists, got {type(labels).__name__} "
+                f"{labels!r:.60}."
+            )
         rows = list(labels)
+        if any(isinstance(row, str | bytes) or not isinstance(row, Sequence) for row in rows):
+            raise TypeError(
+                "labels as nested lists must be [layer][head] lists of texts, got rows "
+                f"{rows!r:.80}."
+            )
         if len(rows) != n_layers or any(len(row) != n_heads for row in rows):
             got = [len(row) for row in rows]
             raise ValueError(
@@ -121,10 +157,29 @@ def _head_hover(
         for row, entries in enumerate(rows):
             for head, texts in enumerate(entries):
                 if texts is not None:
-                    cells[row][head] = (
-                        [texts] if isinstance(texts, str) else [str(t) for t in list(texts)[:top]]
-                    )
+                    cells[row][head] = _texts_of(texts, f"labels[{row}][{head}]", top)
     return [["<br>".join(map(escape_html, cell or [])) for cell in row] for row in cells]
+
+
+def _layer_ids(layers: object) -> list[int]:
+    """The layer index of each row: distinct non-negative ints."""
+    if isinstance(layers, np.ndarray) or hasattr(layers, "tolist"):
+        layers = layers.tolist()
+    if isinstance(layers, int | np.integer) and not isinstance(layers, bool):
+        layers = [layers]
+    if isinstance(layers, str | bytes) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers must be a list of ints (one per row of scores), got {layers!r}.")
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+            raise TypeError(f"layers must be ints, got {layer!r} in {layers!r}.")
+        if layer < 0:
+            raise ValueError(
+                f"layers are the model's layer indices of the rows of scores; got {layer} in "
+                f"{layers!r}: pass non-negative indices (e.g. [8, 9, 10, 11])."
+            )
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers {layers!r} names the same layer twice; each row is one layer.")
+    return [int(v) for v in layers]
 
 
 def head_grid(
@@ -157,6 +212,12 @@ def head_grid(
     Returns:
         A figure with one ``heatmap`` trace, ``z`` equal to ``scores``.
 
+    Raises:
+        TypeError: ``scores`` not real numbers, ``layers``/``top`` not ints, ``signed`` not a
+            bool, ``labels`` (or an entry) of another form.
+        ValueError: ``scores`` not 2-d, empty or non-finite; ``layers`` of another length,
+            negative or repeated; ``top < 1``; a label for a head outside the grid.
+
     Example:
         >>> import numpy as np
         >>> fig = head_grid(np.arange(8.0).reshape(2, 4), labels={(1, 2): ["red", "blue"]})
@@ -165,12 +226,15 @@ def head_grid(
         >>> head_grid(np.random.randn(2, 4), signed=True).data[0].zmid
         0.0
     """
-    values = as_numpy(scores).astype(np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"scores must be [layer, head], got shape {values.shape}.")
-    layer_ids = list(range(values.shape[0])) if layers is None else [int(v) for v in layers]
+    values = numbers_array(scores, "scores", ndim=2, layout="[layer, head]").astype(np.float64)
+    layer_ids = list(range(values.shape[0])) if layers is None else _layer_ids(layers)
     if len(layer_ids) != values.shape[0]:
-        raise ValueError(f"{len(layer_ids)} layers given for {values.shape[0]} rows of scores.")
+        raise ValueError(
+            f"{len(layer_ids)} layers given for {values.shape[0]} rows of scores: pass one layer "
+            "index per row of scores."
+        )
+    top = check_int(top, "top", none=True)
+    signed = check_flag(signed, "signed")
     hover = None if labels is None else _head_hover(labels, values.shape, layer_ids, top)
     signed = bool(values.min() < 0 < values.max()) if signed is None else signed
     zmin, zmax = signed_range(values) if signed else (None, None)
@@ -202,8 +266,15 @@ def _head_rows(result: TextSpanResult, heads: HeadKey | Sequence[HeadKey] | None
     """
     if heads is None:
         return list(range(result.n_heads))
-    if isinstance(heads, (str, int, tuple)):
+    if isinstance(heads, str | int | np.integer | tuple):
         heads = [heads]
+    if not isinstance(heads, Sequence):
+        raise TypeError(
+            "heads must be (layer, head) pairs, 'L{layer}H{head}' strings or row indices, alone "
+            f"or in a list, got {type(heads).__name__} {heads!r:.60}."
+        )
+    if len(heads) == 0:
+        raise ValueError("heads is empty: name at least one head (or None for all).")
     rows = []
     for key in heads:
         if isinstance(key, str):
@@ -216,8 +287,13 @@ def _head_rows(result: TextSpanResult, heads: HeadKey | Sequence[HeadKey] | None
         elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             rows.append(result.head_index(int(key)))
         else:
-            layer, head = key
-            rows.append(result.head_index(int(layer), int(head)))
+            pair = _int_pair(key)
+            if pair is None:
+                raise TypeError(
+                    f"head {key!r} is not a (layer, head) pair of ints, a row index or "
+                    "'L{layer}H{head}'."
+                )
+            rows.append(result.head_index(*pair))
     return rows
 
 
@@ -247,6 +323,9 @@ def textspan_table(
         ``variance explained`` (cumulative, after that text) and ``fraction of total``.
 
     Raises:
+        TypeError: ``result`` is not a TextSpanResult, a head key is not a pair of ints, a row
+            or a name, ``top``/``height`` not ints.
+        ValueError: An empty ``heads``, ``top < 1`` or ``height < 10``.
         KeyError: A requested head is not in the result.
         IndexError: A requested row is out of range.
 
@@ -269,8 +348,8 @@ def textspan_table(
             f"got {type(result).__name__}."
         )
     rows = _head_rows(result, heads)
-    if top is not None and top < 1:
-        raise ValueError(f"top must be >= 1 (or None for all texts), got {top}.")
+    top = check_int(top, "top", none=True)
+    height = check_int(height, "height", minimum=10, none=True)
     fraction = result.explained_fraction
     columns: list[list[str | int]] = [[], [], [], [], []]
     fills: list[str] = []

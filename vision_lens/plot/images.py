@@ -4,19 +4,28 @@ retrieval grids (a query and its neighbours, with titles and scores)."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from torch import Tensor
 
-from vision_lens.plot._common import as_numpy, escape_html, image_array, image_trace
+from vision_lens.plot._common import (
+    check_int,
+    check_number,
+    check_texts,
+    escape_html,
+    image_array,
+    image_trace,
+    numbers_array,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from PIL.Image import Image
-    from torch import Tensor
 
 
 def _colormap(name: str = "Jet") -> np.ndarray:
@@ -48,6 +57,26 @@ def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
 
 
+def _check_images(images: object) -> int:
+    """How many images ``images`` holds: a sequence of images or a batch tensor/array."""
+    if (
+        images is None
+        or isinstance(images, str | bytes | Mapping)
+        or not hasattr(images, "__len__")
+    ):
+        raise TypeError(
+            "images must be a list of images (PIL images, uint8 [H, W, 3] arrays or [3, H, W] "
+            "tensors) or one [n, 3, H, W] tensor / [n, H, W, 3] array, got "
+            f"{type(images).__name__} {images!r:.60}."
+        )
+    if getattr(images, "ndim", 4) == 3:
+        raise ValueError(
+            f"images has shape {tuple(images.shape)}: that is one image, not a batch; pass "
+            "[image] or image[None]."
+        )
+    return len(images)
+
+
 def segmentation_examples(
     images: Sequence[Image | Tensor | np.ndarray] | Tensor | np.ndarray,
     masks: Tensor | ArrayLike,
@@ -75,6 +104,11 @@ def segmentation_examples(
     Returns:
         A figure with one ``image`` trace per panel, row by row.
 
+    Raises:
+        TypeError: ``images`` not images, ``heatmaps`` not a mapping, ``texts`` not a list.
+        ValueError: Counts or resolutions that differ, masks/heatmaps not ``[n, H, W]``, empty
+            or non-finite values, ``alpha`` outside ``[0, 1]``, ``max_side < 1``.
+
     Example:
         >>> import numpy as np
         >>> fig = segmentation_examples(np.zeros((2, 8, 8, 3), np.uint8), np.ones((2, 8, 8)),
@@ -82,14 +116,30 @@ def segmentation_examples(
         >>> len(fig.data)  # per row: image, mask, one heatmap
         6
     """
-    masks = as_numpy(masks).astype(bool)
+    n_images = _check_images(images)
+    masks = numbers_array(masks, "masks", ndim=3, layout="[n, H, W]").astype(bool)
     n = len(masks)
-    maps = {name: as_numpy(h).astype(np.float32) for name, h in heatmaps.items()}
+    if not isinstance(heatmaps, Mapping):
+        raise TypeError(
+            "heatmaps must be a mapping of method name -> [n, H, W] heatmaps, got "
+            f"{type(heatmaps).__name__}; e.g. {{'ours': heatmaps}}."
+        )
+    maps = {
+        name: numbers_array(h, f"heatmaps[{name!r}]", ndim=3, layout="[n, H, W]").astype(np.float32)
+        for name, h in heatmaps.items()
+    }
     for name, h in maps.items():
         if h.shape != masks.shape:
-            raise ValueError(f"heatmaps[{name!r}] is {h.shape} but masks are {masks.shape}.")
-    if len(images) != n or (texts is not None and len(texts) != n):
-        raise ValueError(f"{len(images)} images, {n} masks and texts must match in number.")
+            raise ValueError(
+                f"heatmaps[{name!r}] is {h.shape} but masks are {masks.shape}: upsample the "
+                "heatmaps to the masks' resolution (upsample_patch_scores), one per image."
+            )
+    if n_images != n:
+        raise ValueError(f"{n_images} images but {n} masks: pass one mask per image.")
+    if texts is not None:
+        texts = check_texts(texts, "texts", n, "images")
+    alpha = check_number(alpha, "alpha", low=0.0, high=1.0)
+    max_side = check_int(max_side, "max_side")
     cmap = _colormap()
     fig = make_subplots(
         rows=n,
@@ -100,7 +150,12 @@ def segmentation_examples(
         vertical_spacing=0.01,
     )
     for row in range(n):
-        pixels = image_array(images[row])
+        pixels = image_array(images[row], f"images[{row}]")
+        if pixels.shape[:2] != masks.shape[1:]:
+            raise ValueError(
+                f"images[{row}] is {pixels.shape[:2]} pixels but masks are "
+                f"{masks.shape[1:]}: masks and heatmaps must be at the images' resolution."
+            )
         gray = np.repeat(pixels.mean(-1, keepdims=True), 3, -1).astype(np.uint8)
         panels = [pixels, _overlay(gray, masks[row].astype(np.float32), 0.5, cmap)]
         for h in maps.values():
@@ -114,6 +169,29 @@ def segmentation_examples(
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=150 * n + 80, width=150 * (2 + len(maps)) + 60)
     return fig
+
+
+def _scores(scores: object) -> list[float | None]:
+    """Scores to show: numbers, with ``None`` or NaN for none; infinities are refused."""
+    if isinstance(scores, str | bytes) or not hasattr(scores, "__len__"):
+        raise TypeError(f"scores must be a list of numbers, one per image, got {scores!r:.60}.")
+    if not isinstance(scores, list | tuple):
+        scores = numbers_array(scores, "scores", ndim=1, layout="[n]", finite=False).tolist()
+    values: list[float | None] = []
+    for s in scores:
+        if (isinstance(s, Tensor) and s.numel() == 1) or (
+            isinstance(s, np.ndarray | np.generic) and s.size == 1
+        ):
+            s = s.item()  # a one-value tensor or a numpy scalar
+        if s is None:
+            values.append(None)
+            continue
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise TypeError(f"scores must be numbers (None or NaN: no score), got {s!r}.")
+        if math.isinf(s):
+            raise ValueError(f"scores contains {s!r}: pass finite numbers (None or NaN: no score).")
+        values.append(None if math.isnan(s) else float(s))
+    return values
 
 
 def retrieval_grid(
@@ -143,6 +221,12 @@ def retrieval_grid(
     Returns:
         A figure with one ``image`` trace per image, in row-major order.
 
+    Raises:
+        TypeError: ``images`` not images, ``titles`` not a list, scores not numbers, sizes
+            not ints.
+        ValueError: No images, one image instead of a batch, counts that differ, infinite
+            scores, ``ncols``/``max_side < 1``, ``panel_size < 10``.
+
     Example:
         >>> import torch
         >>> from vision_lens.analysis.retrieval import image_neighbors
@@ -154,19 +238,21 @@ def retrieval_grid(
         >>> len(fig.data), fig.layout.annotations[0].text
         (4, 'query')
     """
-    n = len(images)
+    n = _check_images(images)
     if n == 0:
         raise ValueError("retrieval_grid needs at least one image.")
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive int, got {ncols!r}.")
-    if titles is not None and len(titles) != n:
-        raise ValueError(f"{len(titles)} titles for {n} images.")
+    ncols = check_int(ncols, "ncols")
+    max_side = check_int(max_side, "max_side")
+    panel_size = check_int(panel_size, "panel_size", minimum=10)
+    if titles is not None:
+        titles = check_texts(titles, "titles")
+        if len(titles) != n:
+            raise ValueError(f"{len(titles)} titles for {n} images: pass one title per image.")
     values: list[float | None] = [None] * n
     if scores is not None:
-        flat = as_numpy(scores) if not isinstance(scores, (list, tuple)) else scores
-        if len(flat) != n:
-            raise ValueError(f"{len(flat)} scores for {n} images.")
-        values = [None if s is None or np.isnan(float(s)) else float(s) for s in flat]
+        values = _scores(scores)
+        if len(values) != n:
+            raise ValueError(f"{len(values)} scores for {n} images: pass one score per image.")
     labels = []
     for i in range(n):
         parts = [escape_html(titles[i])] if titles is not None else []
@@ -188,7 +274,7 @@ def retrieval_grid(
         vertical_spacing=label_px / plot_px if n_rows > 1 else 0.0,
     )
     for i in range(n):
-        pixels = _shrink(image_array(images[i]), max_side)
+        pixels = _shrink(image_array(images[i], f"images[{i}]"), max_side)
         fig.add_trace(
             image_trace(pixels, hoverinfo="skip", name=labels[i] or f"image {i}"),
             row=i // cols + 1,

@@ -18,7 +18,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vision_lens.shapes.vocabulary import BACKGROUNDS, COUNT_WORDS, VOCABULARY, Scenes, with_article
+from vision_lens.shapes.vocabulary import (
+    COUNT_WORDS,
+    VOCABULARY,
+    Scenes,
+    WrongTypeError,
+    check_name,
+    check_objects,
+    check_scenes,
+    check_seed,
+    did_you_mean,
+    with_article,
+)
 
 __all__ = [
     "CAPTION_MODES",
@@ -106,6 +117,18 @@ def _one_of(obj: dict[str, str], k: int) -> str:
     return f"{_describe(obj, _MODE_FIELDS['color_shape'])} and {COUNT_WORDS[k - 1]} {other}"
 
 
+def _as_rng(rng: object) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, np.random.SeedSequence | np.random.BitGenerator):
+        return np.random.default_rng(rng)
+    if isinstance(rng, bool) or not isinstance(rng, int | np.integer):
+        raise WrongTypeError(
+            f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__} {rng!r}."
+        )
+    return np.random.default_rng(check_seed(rng, "rng"))
+
+
 def caption_for(
     attributes: Sequence[dict[str, str]],
     background: str,
@@ -146,19 +169,23 @@ def caption_for(
         >>> caption_for([obj], "grass", mode="count")
         'one shape on grass'
     """
-    if not attributes:
-        raise ValueError("a scene needs at least one object")
-    if background not in BACKGROUNDS:
-        raise ValueError(f"unknown background {background!r}; valid: {list(BACKGROUNDS)}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    check_objects(attributes, background)
+    if mode is not None:
+        if not isinstance(mode, str):
+            raise WrongTypeError(
+                f"mode must be a caption mode (one of {list(CAPTION_MODES)}) or None, got "
+                f"{type(mode).__name__} {mode!r}."
+            )
+        if mode not in CAPTION_MODES:
+            raise ValueError(
+                f"unknown caption mode {mode!r}.{did_you_mean(mode, CAPTION_MODES)} The valid "
+                f"values are {list(CAPTION_MODES)}."
+            )
+    rng = _as_rng(rng)
     k = len(attributes)
-    if k >= len(COUNT_WORDS):
-        raise ValueError(f"at most {len(COUNT_WORDS) - 1} objects per scene, got {k}")
     if mode is None:
         modes = _SINGLE_MODES if k == 1 else _MULTI_MODES
         mode = modes[int(rng.integers(len(modes)))]
-    elif mode not in CAPTION_MODES:
-        raise ValueError(f"unknown caption mode {mode!r}; valid: {list(CAPTION_MODES)}")
 
     if mode == "count":
         return f"{_plural(k, 'shape')} on {_BG_SHORT[background]}"
@@ -198,6 +225,8 @@ def sample_captions(dataset: Scenes, seed: int = 0, mode: str | None = None) -> 
         >>> len(caps), caps == sample_captions(ds, seed=1)
         (4, True)
     """
+    seed = check_seed(seed)
+    check_scenes(dataset)
     rng = np.random.default_rng([int(seed), 0xCA])
     return [
         caption_for(attrs, bg, rng, mode=mode)
@@ -234,8 +263,7 @@ def prompts(attribute: str) -> list[str]:
         >>> prompts("color")[4]
         'an orange object'
     """
-    if attribute not in PROMPTS:
-        raise ValueError(f"no prompt template for {attribute!r}; valid: {list(PROMPTS)}")
+    check_name(attribute, tuple(PROMPTS), "attribute")
     out = []
     for v in VOCABULARY[attribute]:
         text = PROMPTS[attribute].format(v)

@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from vision_lens.shapes.vocabulary import WrongTypeError, check_int, did_you_mean
 
 __all__ = [
     "SHAPES_MODEL_NAME",
@@ -34,6 +38,21 @@ __all__ = [
 
 #: open_clip name of the shipped shapes-world CLIP (its config JSON has this stem).
 SHAPES_MODEL_NAME = "vl-shapes-ViT-6L-64"
+
+
+# The keyword arguments of open_clip.CLIP (a model-config JSON holds these).
+_CLIP_ARGS = (
+    "embed_dim",
+    "vision_cfg",
+    "text_cfg",
+    "quick_gelu",
+    "cast_dtype",
+    "init_logit_scale",
+    "init_logit_bias",
+    "nonscalar_logit_scale",
+    "output_dict",
+    "custom_text",
+)
 
 
 def shapes_clip_config(**overrides: object) -> dict[str, Any]:
@@ -75,7 +94,17 @@ def shapes_clip_config(**overrides: object) -> dict[str, Any]:
         },
     }
     for key, value in overrides.items():
+        if key not in _CLIP_ARGS:
+            raise ValueError(
+                f"unknown model-config entry {key!r}.{did_you_mean(key, _CLIP_ARGS)} open_clip's "
+                f"CLIP takes {list(_CLIP_ARGS)}."
+            )
         if key in ("vision_cfg", "text_cfg"):
+            if not isinstance(value, dict):
+                raise WrongTypeError(
+                    f"{key} must be a dict of entries to change (e.g. dict(layers=1)), got "
+                    f"{type(value).__name__} {value!r}."
+                )
             cfg[key].update(value)
         else:
             cfg[key] = value
@@ -96,6 +125,12 @@ def write_config(path: str | Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
+def _check_path(path: object, what: str) -> str | Path:
+    if not isinstance(path, str | Path):
+        raise TypeError(f"{what} must be a str or Path, got {type(path).__name__} {path!r}.")
+    return path
+
+
 def register_config(path: str | Path) -> str:
     """Registers a model-config JSON with open_clip (idempotent) and returns the model name.
 
@@ -104,9 +139,18 @@ def register_config(path: str | Path) -> str:
         >>> register_config(shapes_config_path()) == SHAPES_MODEL_NAME
         True
     """
+    path = Path(_check_path(path, "path"))
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"path {str(path)!r} is a folder; pass the model-config JSON file inside it "
+            "(its stem is the model name)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model-config file {str(path)!r} does not exist; write one with write_config."
+        )
     import open_clip
 
-    path = Path(path)
     name = path.stem
     if name not in open_clip.list_models():
         open_clip.add_model_config(path)
@@ -147,6 +191,65 @@ class TrainConfig:
     n_val: int = 500
     model_name: str = SHAPES_MODEL_NAME
     model_cfg: dict[str, Any] = field(default_factory=shapes_clip_config)
+
+    def __post_init__(self) -> None:
+        # Refuse a bad value here, not an hour into training (or never: lr=nan trains nothing).
+        for name in ("steps", "batch_size", "n_images", "threads", "n_val"):
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=1)
+        for name in ("seed", "warmup", "warm_steps", "eval_every"):
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0)
+        if self.stop_after is not None:
+            check_int(self.stop_after, "TrainConfig.stop_after", minimum=1, hint=" (or None)")
+        ranges = {
+            "lr": (0.0, math.inf, False),
+            "warm_lr": (0.0, math.inf, False),
+            "min_lr_ratio": (0.0, 1.0, True),
+            "weight_decay": (0.0, math.inf, True),
+            "grad_clip": (0.0, math.inf, True),
+            "p_single": (0.0, 1.0, True),
+            "aux_weight": (0.0, math.inf, True),
+        }
+        for name, (low, high, closed) in ranges.items():
+            _check_number(getattr(self, name), f"TrainConfig.{name}", low, high, closed)
+        if self.max_minutes is not None:
+            _check_number(self.max_minutes, "TrainConfig.max_minutes", 0.0, math.inf, False)
+        for name in ("sincos_pos_init", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                raise WrongTypeError(
+                    f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}."
+                )
+        if self.n_images < self.batch_size:
+            raise ValueError(
+                f"TrainConfig.n_images={self.n_images} is smaller than batch_size="
+                f"{self.batch_size}: every batch would be short. Lower batch_size or raise "
+                "n_images."
+            )
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
+            raise WrongTypeError(
+                f"TrainConfig.model_name must be a non-empty string, got {self.model_name!r}."
+            )
+        cfg = self.model_cfg
+        if not isinstance(cfg, dict) or not all(
+            isinstance(cfg.get(k), dict) for k in ("vision_cfg", "text_cfg")
+        ):
+            raise WrongTypeError(
+                "TrainConfig.model_cfg must be an open_clip model config dict with vision_cfg "
+                f"and text_cfg dicts (see shapes_clip_config()), got {cfg!r}."
+            )
+
+
+def _check_number(value: object, what: str, low: float, high: float, closed: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise WrongTypeError(f"{what} must be a number, got {type(value).__name__} {value!r}.")
+    value = float(value)
+    above = value >= low if closed else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        if high != math.inf:
+            bound = f"in [{low:g}, {high:g}]"
+        else:
+            bound = f">= {low:g}" if closed else f"> {low:g}"
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}.")
+    return value
 
 
 def build_model(cfg: TrainConfig, config_dir: str | Path | None = None) -> torch.nn.Module:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vision_lens.shapes.captions import sample_captions
+from vision_lens.shapes.vocabulary import WrongTypeError, check_int
 
 __all__ = ["ShapesDataset", "ShapesSample", "SpuriousDataset"]
 
@@ -96,12 +97,20 @@ class ShapesDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> ShapesSample:
+    def _index(self, i: object) -> int:
         n = len(self)
+        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+            raise WrongTypeError(
+                f"an image index must be an int, got {type(i).__name__} {i!r}; use "
+                "dataset.subset(indices) for several images."
+            )
         i = int(i)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a dataset of {n} images")
-        i %= n
+        return i % n
+
+    def __getitem__(self, i: int) -> ShapesSample:
+        i = self._index(i)
         return ShapesSample(
             image=self.images[i],
             caption=self.captions[i],
@@ -125,7 +134,7 @@ class ShapesDataset:
             >>> generate(1).to_pil(0).mode
             'RGB'
         """
-        return Image.fromarray(self.images[i], mode="RGB")
+        return Image.fromarray(self.images[self._index(i)], mode="RGB")
 
     def subset(self, indices: Sequence[int] | np.ndarray | slice) -> ShapesDataset:
         """A new dataset of the same class holding only the given images.
@@ -144,7 +153,18 @@ class ShapesDataset:
             True
         """
         n = len(self)
+        if isinstance(indices, str | bytes | bool) or indices is None:
+            raise WrongTypeError(
+                f"indices must be a sequence of ints, a boolean mask or a slice, got "
+                f"{type(indices).__name__} {indices!r}."
+            )
         idx = np.arange(n)[indices] if isinstance(indices, slice) else np.asarray(indices)
+        if idx.size == 0 and idx.dtype != bool:
+            idx = idx.astype(np.int64)
+        if idx.dtype != bool and not np.issubdtype(idx.dtype, np.integer):
+            raise WrongTypeError(
+                f"indices must be ints or a boolean mask, got {idx.dtype} values {indices!r}."
+            )
         if idx.dtype == bool:
             if idx.shape != (n,):
                 raise ValueError(f"boolean mask must have shape ({n},), got {idx.shape}")
@@ -190,9 +210,13 @@ class ShapesDataset:
             >>> generate(4).grid(ncols=2).size
             (134, 134)
         """
+        ncols = check_int(ncols, "ncols", minimum=1)
+        scale = check_int(scale, "scale", minimum=1)
+        pad = check_int(pad, "pad", minimum=0)
         idx = list(range(min(16, len(self)))) if indices is None else list(indices)
         if not idx:
-            raise ValueError("grid needs at least one image")
+            raise ValueError("grid needs at least one image: indices is empty")
+        idx = [self._index(i) for i in idx]
         ncols = max(1, min(ncols, len(idx)))
         nrows = -(-len(idx) // ncols)
         s = self.image_size * scale

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vision_lens.utils.checks import check_batch_size
+
 __all__ = [
     "IMAGE_MEAN",
     "IMAGE_STD",
@@ -40,6 +42,34 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
 
+def _check_uint8_images(images: object, what: str = "images") -> None:
+    if isinstance(images, torch.Tensor):
+        dtype_ok, shape = images.dtype == torch.uint8, tuple(images.shape)
+        dtype = images.dtype
+    elif isinstance(images, np.ndarray):
+        dtype_ok, shape, dtype = images.dtype == np.uint8, images.shape, images.dtype
+    else:
+        raise TypeError(
+            f"{what} must be a uint8 numpy array [n, H, W, 3] (e.g. ShapesDataset.images), got "
+            f"{type(images).__name__}."
+        )
+    if len(shape) == 3 and shape[-1] == 3:
+        raise ValueError(
+            f"{what} has shape {shape}: a single image; add a batch dimension (images[None])."
+        )
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(
+            f"{what} must be [n, H, W, 3] (channels last, as ShapesDataset.images), got shape "
+            f"{shape}."
+        )
+    if not dtype_ok:
+        raise TypeError(
+            f"{what} must be uint8 pixels 0..255, got {dtype}: floats would be divided by 255 "
+            "a second time. Convert with (x * 255).round().astype(np.uint8), or pass "
+            "already-normalised tensors to the model directly."
+        )
+
+
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 images ``[n, H, W, 3]`` -> normalised float ``[n, 3, H, W]``.
 
@@ -51,6 +81,7 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
         >>> tuple(x.shape), x.dtype
         ((2, 3, 64, 64), torch.float32)
     """
+    _check_uint8_images(images)
     x = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
@@ -71,12 +102,31 @@ def encode_images(
         >>> encode_images(model, generate(3, seed=0).images).norm(dim=-1)
         tensor([1.0000, 1.0000, 1.0000])
     """
+    batch_size = check_batch_size(batch_size)
+    _check_uint8_images(images)
+    if len(images) == 0:
+        raise ValueError("images is empty: pass at least one image [n >= 1, H, W, 3].")
     out = [
         model.encode_image(images_to_tensor(images[i : i + batch_size]))
         for i in range(0, len(images), batch_size)
     ]
     feats = torch.cat(out).float()
     return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def _check_texts(texts: object, what: str = "texts") -> list[str]:
+    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"{what} must be a list of strings, got {type(texts).__name__} {texts!r}"
+            + (f"; wrap a single text as [{texts!r}]." if isinstance(texts, str) else ".")
+        )
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{what} is empty: pass at least one text.")
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"{what} must hold strings, got {type(text).__name__} {text!r}.")
+    return texts
 
 
 @torch.no_grad()
@@ -91,7 +141,8 @@ def encode_texts(
         >>> encode_texts(model, shapes_tokenizer(), ["a red object", "a circle"]).shape
         torch.Size([2, 128])
     """
-    return F.normalize(model.encode_text(tokenizer(list(texts))).float(), dim=-1)
+    texts = _check_texts(texts)
+    return F.normalize(model.encode_text(tokenizer(texts)).float(), dim=-1)
 
 
 @torch.no_grad()
@@ -107,6 +158,20 @@ def class_embeddings(
         >>> class_embeddings(model, shapes_tokenizer(), texts).shape
         torch.Size([2, 128])
     """
+    if isinstance(class_texts, str | bytes) or not isinstance(class_texts, Sequence):
+        raise TypeError(
+            f"class_texts must be a list with one list of texts per class, got "
+            f"{type(class_texts).__name__} {class_texts!r}."
+        )
+    if not class_texts:
+        raise ValueError("class_texts is empty: pass one list of texts per class.")
+    for k, texts in enumerate(class_texts):
+        if isinstance(texts, str):
+            raise TypeError(
+                f"class_texts[{k}] is the string {texts!r}, not a list of texts (it would be read "
+                f"letter by letter); wrap it as [{texts!r}]."
+            )
+        _check_texts(texts, f"class_texts[{k}]")
     flat = [t for texts in class_texts for t in texts]
     emb = encode_texts(model, tokenizer, flat)
     out, i = [], 0

@@ -40,7 +40,10 @@ from vision_lens.shapes.vocabulary import (
     SIZES,
     TEXTURES,
     VOCABULARY,
+    check_int,
+    check_name,
 )
+from vision_lens.utils.checks import check_finite
 
 __all__ = [
     "ATTRIBUTES",
@@ -80,8 +83,8 @@ def ensemble_texts(attribute: str, kind: str = "grammar") -> list[list[str]]:
         >>> ensemble_texts("position", "compound")[0][:2]
         ['a circle in the top left', 'a square in the top left']
     """
-    if kind not in ("single", "compound", "grammar"):
-        raise ValueError(f"kind must be 'single', 'compound' or 'grammar', got {kind!r}")
+    check_name(attribute, ATTRIBUTES, "attribute")
+    check_name(kind, ("single", "compound", "grammar"), "kind")
     single = [[p] for p in prompts(attribute)]
     if kind == "single":
         return single
@@ -150,13 +153,38 @@ def attribute_accuracy(
         >>> res["accuracy"] > 0.9, len(res["per_class"]) == len(COLORS)
         (True, True)
     """
+    check_name(attribute, ATTRIBUTES, "attribute")
+    top_confusions = check_int(top_confusions, "top_confusions", minimum=0)
     vocab = VOCABULARY[attribute]
     y = labels(dataset, attribute)
+    if class_texts is not None:
+        if isinstance(class_texts, str) or not isinstance(class_texts, Sequence):
+            raise TypeError(
+                f"class_texts must be a list with one list of texts per {attribute} (in the "
+                f"order of {list(vocab)}), got {type(class_texts).__name__}."
+            )
+        if len(class_texts) != len(vocab):
+            raise ValueError(
+                f"class_texts has {len(class_texts)} classes but {attribute} has {len(vocab)} "
+                f"values ({list(vocab)}): pass one list of texts per value, in that order."
+            )
+    if image_features is not None:
+        check_finite(image_features, "image_features")
+        if image_features.ndim != 2 or image_features.shape[0] != len(y):
+            raise ValueError(
+                f"image_features must be [{len(y)}, d] (one row per image of dataset, from "
+                f"encode_images(model, dataset.images)), got {tuple(image_features.shape)}."
+            )
     if image_features is None:
         image_features = encode_images(model, dataset.images)
     if class_texts is None:
         class_texts = [[p] for p in prompts(attribute)]
     cls = class_embeddings(model, tokenizer, class_texts)
+    if cls.shape[-1] != image_features.shape[-1]:
+        raise ValueError(
+            f"image_features have width {image_features.shape[-1]} but the model's text "
+            f"embeddings have width {cls.shape[-1]}: were they encoded by another model?"
+        )
     pred = (image_features @ cls.T).argmax(1).numpy()
     k = len(vocab)
     conf = np.zeros((k, k), dtype=np.int64)
@@ -311,6 +339,16 @@ def format_report(report: dict[str, Any]) -> str:
         Zero-shot accuracy on 2000 held-out single-object scenes (seed 10000).
         ...
     """
+    if not isinstance(report, dict):
+        raise TypeError(
+            f"report must be the dict of evaluate_shapes_clip, got {type(report).__name__}."
+        )
+    missing = [k for k in ("n", "seed", "attributes", "spurious") if k not in report]
+    if missing:
+        raise ValueError(
+            f"report lacks {missing}: pass the dict returned by evaluate_shapes_clip (or the "
+            "shipped shapes_clip_eval.json)."
+        )
     lines = [
         f"Zero-shot accuracy on {report['n']} held-out single-object scenes "
         f"(seed {report['seed']}).",

@@ -37,6 +37,7 @@ from vision_lens.shapes.captions import sample_captions as sample_captions
 from vision_lens.shapes.dataset import ShapesDataset as ShapesDataset
 from vision_lens.shapes.dataset import ShapesSample as ShapesSample
 from vision_lens.shapes.dataset import SpuriousDataset as SpuriousDataset
+from vision_lens.shapes.rendering import MIN_IMAGE_SIZE as _MIN_IMAGE_SIZE
 from vision_lens.shapes.rendering import cell_box as cell_box
 from vision_lens.shapes.rendering import render_scene
 from vision_lens.shapes.vocabulary import ANGULAR_SHAPES as ANGULAR_SHAPES
@@ -52,11 +53,17 @@ from vision_lens.shapes.vocabulary import SIZE_FRACTIONS as SIZE_FRACTIONS
 from vision_lens.shapes.vocabulary import SIZES as SIZES
 from vision_lens.shapes.vocabulary import TEXTURES as TEXTURES
 from vision_lens.shapes.vocabulary import VOCABULARY as VOCABULARY
+from vision_lens.shapes.vocabulary import (
+    WrongTypeError,
+    check_int,
+    check_name,
+    check_scenes,
+    check_seed,
+    did_you_mean,
+)
 from vision_lens.shapes.vocabulary import with_article as with_article
 
 __all__ = ["generate", "labels", "spurious_split"]
-
-_MIN_IMAGE_SIZE = 32
 
 
 def _validate_choice(
@@ -66,11 +73,30 @@ def _validate_choice(
         return vocab
     if isinstance(values, str):
         values = (values,)
+    if not isinstance(values, Iterable):
+        raise WrongTypeError(
+            f"{name} must be a list of names (some of {list(vocab)}) or None for all, got "
+            f"{type(values).__name__} {values!r}."
+        )
     values = tuple(values)
+    for v in values:
+        if not isinstance(v, str):
+            raise WrongTypeError(
+                f"{name} must hold names (strings from {list(vocab)}), got "
+                f"{type(v).__name__} {v!r} in {list(values)!r}."
+            )
     bad = [v for v in values if v not in vocab]
     if bad or not values:
+        hint = did_you_mean(bad[0], vocab) if bad else ""
         raise ValueError(
-            f"invalid {name} {bad if bad else '(empty)'}; valid values are {list(vocab)}"
+            f"invalid {name} {bad if bad else '(empty)'};{hint} valid values are {list(vocab)}"
+            + ("" if bad else f" (pass None for all {name})")
+        )
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name} names {repeated[0]!r} twice ({list(values)!r}); each value is drawn "
+            "uniformly, so a repeat would silently weight it: give each value once."
         )
     return values
 
@@ -80,34 +106,36 @@ def _parse_n_objects(n_objects: int | tuple[int, int] | Sequence[int]) -> tuple[
         "n_objects must be an int in 1..4 or an inclusive (lo, hi) range with "
         f"1 <= lo <= hi <= 4, got {n_objects!r}"
     )
-    if isinstance(n_objects, bool):
-        raise ValueError(msg)
+    if isinstance(n_objects, bool) or isinstance(n_objects, str | bytes | float):
+        raise WrongTypeError(msg)
     if isinstance(n_objects, int | np.integer):
         lo = hi = int(n_objects)
     else:
         try:
-            lo, hi = (int(v) for v in n_objects)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise ValueError(msg) from None
+            values = list(n_objects)  # type: ignore[call-overload]
+        except TypeError:
+            raise WrongTypeError(msg) from None
+        if len(values) != 2:
+            raise ValueError(msg)
+        if any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in values):
+            raise WrongTypeError(msg)
+        lo, hi = (int(v) for v in values)
     if not 1 <= lo <= hi <= 4:
         raise ValueError(msg)
     return lo, hi
 
 
 def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n (number of images) must be an integer >= 1, got {n!r}")
-    return int(n)
+    return check_int(n, "n (number of images)", minimum=1)
 
 
 def _check_image_size(image_size: object) -> int:
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, int | np.integer)
-        or image_size < _MIN_IMAGE_SIZE
-    ):
-        raise ValueError(f"image_size must be an integer >= {_MIN_IMAGE_SIZE}, got {image_size!r}")
-    return int(image_size)
+    return check_int(
+        image_size,
+        "image_size",
+        minimum=_MIN_IMAGE_SIZE,
+        hint=" (legible from about 48; default 64)",
+    )
 
 
 def _assemble(
@@ -197,6 +225,7 @@ def generate(
         [{'shape': 'star', 'color': 'red', 'size': 'large', 'position': 'top', 'texture': 'solid'}]
     """
     n = _check_n(n)
+    seed = check_seed(seed)
     image_size = _check_image_size(image_size)
     lo, hi = _parse_n_objects(n_objects)
     bgs = _validate_choice("backgrounds", backgrounds, BACKGROUNDS)
@@ -209,8 +238,8 @@ def generate(
     pos = _validate_choice("positions", positions, POSITIONS)
     if len(pos) < hi:
         raise ValueError(f"need at least {hi} allowed positions for {hi} objects, got {list(pos)}")
-    if caption_mode is not None and caption_mode not in CAPTION_MODES:
-        raise ValueError(f"unknown caption_mode {caption_mode!r}; valid: {list(CAPTION_MODES)}")
+    if caption_mode is not None:
+        check_name(caption_mode, CAPTION_MODES, "caption_mode")
 
     rngs = _spawn(np.random.SeedSequence(seed), n)
     scenes = []
@@ -264,8 +293,20 @@ def spurious_split(
     """
     n = _check_n(n)
     image_size = _check_image_size(image_size)
+    seed = check_seed(seed)
+    if not isinstance(split, str):
+        raise WrongTypeError(
+            f"split must be 'train' or 'test', got {type(split).__name__} {split!r}"
+        )
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(
+            f"split must be 'train' or 'test', got {split!r}."
+            + did_you_mean(split, ("train", "test"))
+        )
+    if isinstance(p_major, bool) or not isinstance(p_major, int | float | np.number):
+        raise WrongTypeError(
+            f"p_major must be a number in [0, 1], got {type(p_major).__name__} {p_major!r}"
+        )
     if not 0.0 <= float(p_major) <= 1.0:
         raise ValueError(f"p_major must be in [0, 1], got {p_major!r}")
     split_id = 0 if split == "train" else 1
@@ -333,8 +374,8 @@ def labels(dataset: ShapesDataset, attribute: str) -> np.ndarray:
         >>> [COLORS[i] for i in y] == [a[0]["color"] for a in ds.attributes]
         True
     """
-    if attribute not in VOCABULARY:
-        raise ValueError(f"unknown attribute {attribute!r}; valid: {list(VOCABULARY)}")
+    check_scenes(dataset)
+    check_name(attribute, tuple(VOCABULARY), "attribute")
     vocab = VOCABULARY[attribute]
     if attribute == "background":
         return np.array([vocab.index(b) for b in dataset.backgrounds], dtype=np.int64)

@@ -100,12 +100,54 @@ def load_shapes_open_clip(
     """
     import open_clip
 
+    check_device(device)
     name = register_shapes_config()
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=str(shapes_weights_path()), device=device, weights_only=True
     )
     model.eval()
     return model, preprocess
+
+
+def check_device(device: object) -> None:
+    """Refuse a device that is not a torch device of this machine (before any weights load).
+
+    Raises:
+        TypeError: Not a string, ``torch.device`` or ``None``.
+        ValueError: Not a device name, or CUDA/MPS (or that CUDA index) is not available here.
+
+    Example:
+        >>> check_device("cpu")
+    """
+    import torch
+
+    if device is None or isinstance(device, torch.device):
+        parsed = device
+    elif isinstance(device, str):
+        try:
+            parsed = torch.device(device)
+        except RuntimeError:
+            raise ValueError(
+                f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N' or 'mps'."
+            ) from None
+    else:
+        raise TypeError(
+            f"device must be a string such as 'cpu' or 'cuda', a torch.device or None, got "
+            f"{type(device).__name__} {device!r}."
+        )
+    if parsed is None or parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: CUDA is not available here; use 'cpu'.")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {device!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:"
+                f"{count - 1})."
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use 'cpu'.")
 
 
 def shapes_tokenizer() -> Tokenizer:

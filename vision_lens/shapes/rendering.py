@@ -22,9 +22,20 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vision_lens.shapes.vocabulary import COLOR_RGB, POSITIONS, SIZE_FRACTIONS
+from vision_lens.shapes.vocabulary import (
+    COLOR_RGB,
+    POSITIONS,
+    SIZE_FRACTIONS,
+    WrongTypeError,
+    check_int,
+    check_objects,
+    did_you_mean,
+)
 
-__all__ = ["cell_box", "render_scene"]
+__all__ = ["MIN_IMAGE_SIZE", "cell_box", "render_scene"]
+
+#: The smallest image side the renderer draws (every object needs a few pixels in its cell).
+MIN_IMAGE_SIZE = 32
 
 _SUPERSAMPLE = 4
 _TEXTURE_SHADE = 0.55  # patterned pixels are the object colour times this
@@ -50,9 +61,23 @@ def cell_box(position: str | int, image_size: int = 64) -> tuple[int, int, int, 
         >>> cell_box("top left"), cell_box("center"), cell_box(8)
         ((0, 0, 21, 21), (21, 21, 43, 43), (43, 43, 64, 64))
     """
-    p = POSITIONS.index(position) if isinstance(position, str) else int(position)
+    if isinstance(position, str):
+        if position not in POSITIONS:
+            raise ValueError(
+                f"unknown position {position!r}.{did_you_mean(position, POSITIONS)} The valid "
+                f"values are {list(POSITIONS)} or their indices 0..8."
+            )
+        p = POSITIONS.index(position)
+    elif isinstance(position, bool) or not isinstance(position, int | np.integer):
+        raise WrongTypeError(
+            f"position must be a name from {list(POSITIONS)} or its index 0..8, got "
+            f"{type(position).__name__} {position!r}."
+        )
+    else:
+        p = int(position)
     if not 0 <= p < len(POSITIONS):
         raise ValueError(f"position index must be in 0..8, got {p}")
+    check_int(image_size, "image_size", minimum=3, hint=" (one pixel per grid cell at least)")
     e = _cell_edges(image_size)
     r, c = divmod(p, 3)
     return e[c], e[r], e[c + 1], e[r + 1]
@@ -274,7 +299,20 @@ def render_scene(
         >>> bool(masks[0].any()), bool(21 <= x0 < x1 <= 43 and 0 <= y0 < y1 <= 21)
         (True, True)
     """
-    S = image_size
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy Generator (np.random.default_rng(seed)), got "
+            f"{type(rng).__name__} {rng!r}."
+        )
+    check_objects(objects, background, "objects")
+    cells = [obj["position"] for obj in objects]
+    if len(set(cells)) != len(cells):
+        twice = next(c for c in cells if cells.count(c) > 1)
+        raise ValueError(
+            f"objects puts two objects in the cell {twice!r}; each object needs its own cell "
+            "(their pixels and masks would overlap)."
+        )
+    S = check_int(image_size, "image_size", minimum=MIN_IMAGE_SIZE)
     bg = _BACKGROUND_FNS[background](rng, S, S)
     image = np.clip(np.round(bg), 0, 255).astype(np.uint8)
     masks = np.zeros((len(objects), S, S), dtype=bool)

@@ -22,7 +22,7 @@ import torch
 
 from vision_lens.shapes.captions import caption_for, true_captions
 from vision_lens.shapes.generator import generate
-from vision_lens.shapes.vocabulary import Scenes
+from vision_lens.shapes.vocabulary import Scenes, WrongTypeError, check_int, check_seed
 from vision_lens.utils.batching import progress_bar
 
 __all__ = [
@@ -106,6 +106,15 @@ def make_training_scenes(
         >>> sorted(len(a) > 1 for a in scenes.attributes) == [False] * 5 + [True] * 5
         True
     """
+    n_images = check_int(n_images, "n_images", minimum=1)
+    seed = check_seed(seed)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if isinstance(p_single, bool) or not isinstance(p_single, int | float | np.number):
+        raise WrongTypeError(f"p_single must be a number in [0, 1], got {p_single!r}.")
+    if not 0.0 <= float(p_single) <= 1.0:
+        raise ValueError(
+            f"p_single must be in [0, 1] (a fraction of the scenes), got {p_single!r}."
+        )
     images, attributes, backgrounds, captions = [], [], [], []
     n_chunks = math.ceil(n_images / chunk)
     bar = progress_bar(n_images, "scenes", enabled=progress)
@@ -177,6 +186,11 @@ def batch_positives(
         >>> texts, pos.tolist()  # "a circle" describes both images
         (['a red object', 'a circle'], [[True, True], [False, True]])
     """
+    if len(indices) != len(captions):
+        raise ValueError(
+            f"{len(indices)} indices but {len(captions)} captions: pass one caption per batch "
+            "image (sample_batch_captions(scenes, indices, rng))."
+        )
     texts = list(dict.fromkeys(captions))
     positives = torch.tensor(
         [
@@ -203,6 +217,19 @@ def epoch_batches(
         >>> [(len(idx), epoch) for idx, epoch in (next(batches) for _ in range(3))]
         [(2, 0), (2, 0), (2, 1)]
     """
+    n = check_int(n, "n", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {n} scenes: every batch would be short "
+            "(and each one a new epoch). Lower batch_size or generate more scenes."
+        )
+    return _batches(n, batch_size, generator)
+
+
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[np.ndarray, int]]:
     perm, cursor, epoch = torch.randperm(n, generator=generator), 0, 0
     while True:
         if cursor + batch_size > n:

@@ -15,7 +15,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Protocol
+import difflib
+import numbers
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 #: Object shapes. ``ROUND_SHAPES`` and ``ANGULAR_SHAPES`` partition this tuple.
 SHAPES: tuple[str, ...] = (
@@ -116,7 +119,115 @@ def with_article(phrase: str) -> str:
         >>> with_article("orange circle"), with_article("red oval")
         ('an orange circle', 'a red oval')
     """
+    if not isinstance(phrase, str):
+        raise TypeError(f"phrase must be a string, got {type(phrase).__name__} {phrase!r}.")
+    if not phrase.strip():
+        raise ValueError(f"phrase is empty ({phrase!r}); pass a noun phrase such as 'red circle'.")
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
+class WrongTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a ``TypeError``); also a ``ValueError``, which is what the
+    shapes world raised for these before 0.2, so ``except ValueError`` keeps working."""
+
+
+def did_you_mean(value: object, options: Sequence[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``options`` (empty if none is close)."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value.lower(), [o.lower() for o in options], n=3, cutoff=0.6)
+    close = [o for o in options if o.lower() in close]
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def check_name(value: object, options: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``options``; else a ``TypeError`` (not a string) or a
+    ``ValueError`` naming ``what``, the value, the close matches and the valid values."""
+    if not isinstance(value, str):
+        raise WrongTypeError(
+            f"{what} must be a string (one of {list(options)}), got {type(value).__name__} "
+            f"{value!r}."
+        )
+    if value not in options:
+        raise ValueError(
+            f"unknown {what} {value!r}.{did_you_mean(value, options)} The valid values are "
+            f"{list(options)}."
+        )
+    return value
+
+
+def check_int(value: object, what: str, *, minimum: int | None = None, hint: str = "") -> int:
+    """``value`` as an int if it is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise WrongTypeError(
+            f"{what} must be an integer{'' if minimum is None else f' >= {minimum}'}, got "
+            f"{type(value).__name__} {value!r}.{hint}"
+        )
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}.{hint}")
+    return int(value)
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """A seed: a non-negative int (``None`` would draw fresh entropy: not reproducible)."""
+    return check_int(
+        seed,
+        what,
+        minimum=0,
+        hint=" Pass a fixed non-negative integer (the same seed gives the same data).",
+    )
+
+
+#: The keys of an object's description, in the order captions read them.
+OBJECT_KEYS: tuple[str, ...] = ("shape", "color", "size", "position", "texture")
+
+
+def check_objects(objects: object, background: object, what: str = "attributes") -> None:
+    """Refuse a scene description the renderer and captions cannot read: ``objects`` must be a
+    list of 1-4 dicts with a valid value for each of :data:`OBJECT_KEYS`, ``background`` one of
+    :data:`BACKGROUNDS`."""
+    check_name(background, BACKGROUNDS, "background")
+    if isinstance(objects, dict | str | bytes) or not isinstance(objects, Sequence):
+        raise WrongTypeError(
+            f"{what} must be a list of object dicts (keys {list(OBJECT_KEYS)}), got "
+            f"{type(objects).__name__}; wrap a single object as [obj]."
+        )
+    if not objects:
+        raise ValueError(f"{what} is empty: a scene needs at least one object.")
+    if len(objects) >= len(COUNT_WORDS):
+        raise ValueError(
+            f"{what} has {len(objects)} objects; a scene has at most {len(COUNT_WORDS) - 1}."
+        )
+    for j, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise WrongTypeError(
+                f"{what}[{j}] must be a dict with keys {list(OBJECT_KEYS)}, got "
+                f"{type(obj).__name__} {obj!r}."
+            )
+        missing = [k for k in OBJECT_KEYS if k not in obj]
+        if missing:
+            raise ValueError(
+                f"{what}[{j}] lacks {missing}; an object needs all of {list(OBJECT_KEYS)}."
+            )
+        for key in OBJECT_KEYS:
+            check_name(obj[key], VOCABULARY[key], f"{key} of {what}[{j}]")
+
+
+def check_scenes(dataset: Any, what: str = "dataset") -> None:
+    """Refuse anything without ``attributes`` and ``backgrounds`` lists of the same length."""
+    attributes = getattr(dataset, "attributes", None)
+    backgrounds = getattr(dataset, "backgrounds", None)
+    if not isinstance(attributes, Sequence) or not isinstance(backgrounds, Sequence):
+        raise TypeError(
+            f"{what} must be a ShapesDataset (from vision_lens.shapes.generate) or another object "
+            f"with .attributes and .backgrounds lists, got {type(dataset).__name__}."
+        )
+    if len(attributes) != len(backgrounds):
+        raise ValueError(
+            f"{what} has {len(attributes)} attribute lists but {len(backgrounds)} backgrounds."
+        )
 
 
 # The vocabulary constants (upper case) and the two helpers; nothing imported.
