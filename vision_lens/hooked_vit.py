@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import difflib
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
+from transformer_lens import FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.slice import Slice
 
+import vision_lens.caching as caching
 from vision_lens.cache import ActivationCache
+from vision_lens.cache_entries import LazyEntries
 from vision_lens.components import Embed, TransformerBlock
 from vision_lens.components.hooks import CheckedHookPoint
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
-from vision_lens.errors import InputWarning
 from vision_lens.readout import Readout
 from vision_lens.utils.checks import check_images
 
@@ -347,6 +346,7 @@ class HookedViT(HookedRootModule):
         clear_contexts: bool = False,
         pos_slice: Any = None,
         return_cache_object: bool = True,
+        cache_dtype: torch.dtype | None = None,
         **model_kwargs: Any,
     ) -> tuple[Float[Tensor, "batch d_embed"], ActivationCache | dict[str, Tensor]]:
         """Run the model and cache activations, as TransformerLens' ``run_with_cache``.
@@ -374,13 +374,29 @@ class HookedViT(HookedRootModule):
                 (:class:`vision_lens.IncompleteCacheError`); for a small cache that decomposes
                 use :meth:`run_with_decomposition_cache`.
             return_cache_object: Wrap the cache in a :class:`vision_lens.ActivationCache` (default)
-                rather than returning a plain dict.
+                rather than returning a plain dict (which then holds every entry as a tensor).
+            cache_dtype: Store the entries in this dtype (e.g. ``torch.bfloat16``), converted
+                as each is made while the forward pass runs in the model's dtype; with
+                ``device=`` this offloads the cache without ever holding two copies of it.
+                Decompositions of such a cache compute in float32 (see
+                :meth:`vision_lens.ActivationCache.decompose_heads` for the error it carries).
             **model_kwargs: Passed to :meth:`forward`.
 
         Returns:
             ``(image_embed, cache)``. The cache records the model's weights (see
             :class:`vision_lens.weight_record.WeightRecord`): after a weight edit its decompositions
             raise :class:`vision_lens.StaleCacheError`.
+
+            Entries that are exact functions of other cached entries are derived when first read
+            rather than stored (:mod:`vision_lens.cache_entries`): ``attn.hook_result`` (from
+            ``hook_z`` and ``W_O``, and never computed by the forward pass), ``attn.hook_pattern``
+            (softmax of ``hook_attn_scores``), ``mlp.hook_post`` (the activation of
+            ``hook_pre``) and ``hook_resid_mid`` (``hook_resid_pre + hook_attn_out``). They look
+            and read exactly as stored ones; ``cache.derived_names()`` lists those not read yet.
+            An entry is stored instead when a hook is attached to it or to its sources, when
+            ``names_filter`` names it explicitly (a string or list), with ``incl_bwd``, and with
+            ``return_cache_object=False``; in reduced ``cache_dtype`` ``hook_pattern`` is stored
+            (a softmax of rounded scores would be less accurate than the rounded pattern).
 
         Raises:
             ValueError: ``names_filter`` names no hook point; ``incl_bwd`` without ``metric``
@@ -400,19 +416,9 @@ class HookedViT(HookedRootModule):
             >>> sorted(cache.keys())
             ['hook_pooled', 'hook_pooled_grad']
         """
-        names_filter = self._check_names_filter(names_filter)
-        if incl_bwd and metric is None:
-            raise ValueError(
-                "run_with_cache(incl_bwd=True) needs metric=: the output is an embedding, not a "
-                "scalar. Pass metric=lambda out: ... returning the scalar to backpropagate "
-                "(e.g. lambda out: (out @ direction).sum()), or attach backward hooks with "
-                "run_with_hooks(bwd_hooks=...) and call backward yourself."
-            )
-        if metric is not None:
-            if not incl_bwd:
-                raise ValueError("metric= is only used with incl_bwd=True; pass both or neither.")
-            if not callable(metric):
-                raise TypeError(f"metric must be a callable, got {type(metric).__name__}.")
+        names_filter = caching.check_names_filter(self, names_filter)
+        caching.check_backward(incl_bwd, metric)
+        cache_dtype = caching.check_cache_dtype(cache_dtype)
         if remove_batch_dim and model_args and isinstance(model_args[0], Tensor):
             batch = model_args[0].shape[0] if model_args[0].ndim > 0 else 1
             if batch != 1:
@@ -421,8 +427,23 @@ class HookedViT(HookedRootModule):
                     "remove_batch_dim=True needs a batch of one image."
                 )
         pos_slice = Slice.unwrap(pos_slice)
-        cache_dict, fwd, bwd = self.get_caching_hooks(
-            names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, pos_slice=pos_slice
+        names, explicit = caching.selected_names(self, names_filter)
+        derived = {}
+        if return_cache_object and not incl_bwd:
+            reduced = cache_dtype is not None and cache_dtype != self.dtype
+            dropped = caching.dropped_positions(self.cfg.n_pos, pos_slice)
+            derived = caching.plan_derived(
+                self, names, explicit, reduced_precision=reduced, sliced_positions=bool(dropped)
+            )
+        store: dict[str, Tensor] = {}
+        fwd, bwd = caching.caching_hooks(
+            [n for n in names if n not in derived],
+            store,
+            device=device,
+            dtype=cache_dtype,
+            remove_batch_dim=remove_batch_dim,
+            pos_slice=pos_slice,
+            incl_bwd=incl_bwd,
         )
         with self.hooks(
             fwd_hooks=fwd,
@@ -432,92 +453,17 @@ class HookedViT(HookedRootModule):
         ):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
-                self._backward_metric(out, metric)
+                caching.backward_metric(out, metric)
         if not return_cache_object:
-            return out, cache_dict
+            return out, store
+        entries = LazyEntries(store, derived, order=names)
         cache = ActivationCache(
-            cache_dict,
+            entries,
             self,
             has_batch_dim=not remove_batch_dim,
-            pos_slice=self._dropped_positions(pos_slice),
+            pos_slice=caching.dropped_positions(self.cfg.n_pos, pos_slice),
         )
         return out, cache
-
-    def _check_names_filter(self, names_filter: Any) -> Any:
-        """``names_filter`` checked against the hook points: unknown names raise (with close
-        matches), a predicate matching nothing warns. Returns what TransformerLens accepts."""
-        if names_filter is None:
-            return None
-        hooks = list(self.hook_dict)
-        if callable(names_filter) and not isinstance(names_filter, str):
-            if not any(names_filter(name) for name in hooks):
-                warnings.warn(
-                    "names_filter matches no hook point, so nothing is cached. "
-                    "model.hook_names() lists them.",
-                    InputWarning,
-                    stacklevel=3,
-                )
-            return names_filter
-        if isinstance(names_filter, str):
-            names = [names_filter]
-        elif isinstance(names_filter, (list, tuple, set, frozenset)):
-            names = list(names_filter)
-        else:
-            raise ValueError(  # TransformerLens' type, kept for callers that catch it
-                "names_filter must be a hook name, a list of hook names or a predicate "
-                f"name -> bool, got {type(names_filter).__name__}."
-            )
-        wrong = [n for n in names if not isinstance(n, str)]
-        if wrong:
-            raise ValueError(f"names_filter names must be strings, got {wrong[:3]!r}.")
-        unknown = [n for n in names if n not in self.hook_dict]
-        if unknown:
-            lines = []
-            for name in unknown:
-                close = difflib.get_close_matches(name, hooks, n=3)
-                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-                lines.append(f"{name!r}{hint}")
-            raise ValueError(
-                f"names_filter names {len(unknown)} hook point(s) this model does not have: "
-                + "; ".join(lines)
-                + ". model.hook_names() lists them."
-            )
-        if not names:
-            warnings.warn(
-                "names_filter is an empty list, so nothing is cached.", InputWarning, stacklevel=3
-            )
-        return names
-
-    @staticmethod
-    def _backward_metric(out: Tensor, metric: Callable[[Tensor], Tensor]) -> None:
-        value = metric(out)
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(
-                f"metric must return a scalar tensor (one element) to backpropagate, got {shape}"
-                ". Reduce it, e.g. with .sum() over the batch."
-            )
-        if not value.requires_grad:
-            raise RuntimeError(
-                "metric(output) has no gradient: run run_with_cache(incl_bwd=True) with "
-                "gradients enabled (not under torch.no_grad() or torch.inference_mode()), with "
-                "parameters (or the images) requiring grad, and a metric that does not detach."
-            )
-        value.reshape(()).backward()
-
-    def _dropped_positions(self, pos_slice: Slice) -> str | None:
-        """A description of ``pos_slice`` if it drops (or squeezes out) positions, else None."""
-        if pos_slice.mode == "identity":
-            return None
-        n_pos = self.cfg.n_pos
-        kept = pos_slice.apply(torch.arange(n_pos), dim=0)
-        if pos_slice.mode != "int" and kept.dim() == 1 and torch.equal(kept, torch.arange(n_pos)):
-            return None
-        spec = pos_slice.slice
-        if isinstance(spec, slice):
-            return repr(spec)
-        values = torch.as_tensor(spec).reshape(-1).tolist()
-        return str(values[0]) if pos_slice.mode == "int" else str(values)
 
     def decomposition_hooks(self) -> list[str]:
         """Names of the hook points the ``ActivationCache.decompose_*`` methods read.
@@ -668,6 +614,34 @@ class HookedViT(HookedRootModule):
     def W_pos(self) -> Float[Tensor, "pos d_model"]:
         """Position embeddings of every token, prefix tokens first."""
         return self.embed.W_pos
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """Each head's OV circuit ``W_V @ W_O`` as a TransformerLens ``FactoredMatrix``
+        ``[layer, head, d_model, d_model]`` (see :func:`vision_lens.analysis.circuits.ov_circuit`).
+
+        Example:
+            >>> import vision_lens as vl
+            >>> model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
+            >>> model.OV.shape
+            torch.Size([2, 4, 32, 32])
+        """
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """Each head's QK circuit ``W_Q @ W_K^T`` ``[layer, head, d_model, d_model]`` (the bilinear
+        form of the attention scores before scaling; see
+        :func:`vision_lens.analysis.circuits.qk_circuit`, which warns where qk-norm or RoPE make
+        it differ from the scores).
+
+        Example:
+            >>> import vision_lens as vl
+            >>> model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
+            >>> model.QK.shape
+            torch.Size([2, 4, 32, 32])
+        """
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
     def device(self) -> torch.device:

@@ -82,3 +82,23 @@ def test_supported_models_page_lists_every_row():
     page = (Path(__file__).resolve().parents[2] / "docs" / "supported-models.md").read_text()
     missing = [a.label for a in ARCHITECTURES if f"| {a.label.replace('|', '/')} |" not in page]
     assert not missing, f"rows missing from docs/supported-models.md: {missing}"
+
+
+def test_derived_entries_equal_stored(built):
+    """``run_with_cache`` derives ``hook_result``, ``hook_pattern``, ``mlp.hook_post`` and
+    ``hook_resid_mid`` on read; they equal, bit for bit, the tensors stored when every hook is
+    named explicitly (which stores them), and so do all other entries and the output."""
+    arch, source = built
+    model = arch.convert(source)
+    x = _images(arch.image_size(source), torch.float32)
+    with torch.no_grad():
+        out, lazy = model.run_with_cache(x)
+        out_full, full = model.run_with_cache(x, names_filter=model.hook_names())
+    derived = lazy.derived_names()
+    assert derived and not full.derived_names()
+    assert any(name.endswith("attn.hook_result") for name in derived)
+    assert list(lazy.keys()) == list(full.keys())
+    assert torch.equal(out, out_full)
+    for name in full.keys():
+        assert torch.equal(lazy[name], full[name]), f"{arch.label}: {name} differs"
+    assert not lazy.derived_names()

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from vision_lens.components.hooks import CheckedHookPoint, is_hooked
+from vision_lens.components.hooks import CheckedHookPoint, is_hooked, wants_grad
 from vision_lens.components.layer_norm import make_norm
 from vision_lens.config import HookedViTConfig
 
@@ -224,5 +224,13 @@ class Attention(nn.Module):
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         if not is_hooked(self.hook_result):
             return F.linear(z.flatten(2), self.out_weight, self.b_O)
-        result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
-        return result.sum(dim=2) + self.b_O
+        result = torch.einsum("bqhe,hed->bqhd", z, self.W_O)
+        version = result._version
+        hooked = self.hook_result(result)
+        unchanged = hooked is result and result._version == version
+        if unchanged and not wants_grad(self.hook_result, result):
+            # Only observed (not changed, no gradient asked for): the output is computed exactly
+            # as when nothing observes hook_result, so caching it, or deriving it from hook_z
+            # later, changes no number downstream.
+            return F.linear(z.flatten(2), self.out_weight, self.b_O)
+        return hooked.sum(dim=2) + self.b_O

@@ -37,6 +37,19 @@ def is_hooked(*hook_points: HookPoint) -> bool:
     )
 
 
+def wants_grad(point: HookPoint, tensor: Tensor) -> bool:
+    """Whether a gradient at ``tensor``, the output of ``point``, is asked for: a backward hook
+    on the hook point (or a global one), or a tensor hook or ``retain_grad`` that a forward hook
+    put on it. Then the tensor must stay on the path to the output."""
+    if _torch_module._global_backward_hooks or getattr(
+        _torch_module, "_global_backward_pre_hooks", None
+    ):
+        return True
+    if point._backward_hooks or point._backward_pre_hooks:
+        return True
+    return bool(tensor._backward_hooks) or tensor.retains_grad
+
+
 def _describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
