@@ -10,6 +10,10 @@
 * :func:`image_neighbors`, :func:`text_to_image`: retrieval through heads (Figures 5 and 6).
 * :func:`heads_by_keywords`, :func:`spurious_ablation`: spurious cue removal (Table 2).
 * :func:`attribute_variance`: each head's variance inside each attribute's text span.
+* :func:`embedding_lens`, :func:`lens_accuracy`, :func:`patch_lens`: the logit lens through the
+  readout, per layer and per token.
+* :func:`ov_circuit`, :func:`qk_circuit`, :func:`all_composition_scores`: head circuits;
+  :func:`patch_activations`: activation patching between image pairs.
 """
 
 from vision_lens.analysis.ablation import (
@@ -29,11 +33,33 @@ from vision_lens.analysis.baselines import (
     gradcam,
     raw_attention,
 )
+from vision_lens.analysis.circuits import (
+    PatchingScores,
+    all_composition_scores,
+    ov_circuit,
+    patch_activations,
+    qk_circuit,
+)
 from vision_lens.analysis.direct_effects import (
     Components,
     decompose_components,
     head_label,
     split_heads,
+)
+from vision_lens.analysis.lens import (
+    embedding_lens,
+    lens_accuracy,
+    lens_stage_names,
+    patch_lens,
+)
+from vision_lens.analysis.neurons import (
+    SparseTextDecomposition,
+    TopActivations,
+    mlp_bias_effect,
+    neuron_direct_effects,
+    neuron_second_order_effects,
+    sparse_text_decomposition,
+    top_activating_images,
 )
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
 from vision_lens.analysis.seg_metrics import (
@@ -96,6 +122,22 @@ __all__ = [
     "textspan_model",
     "textspan_replacement_accuracy",
     "zero_shot_accuracy",
+    "PatchingScores",
+    "all_composition_scores",
+    "ov_circuit",
+    "patch_activations",
+    "qk_circuit",
+    "embedding_lens",
+    "lens_accuracy",
+    "lens_stage_names",
+    "patch_lens",
+    "SparseTextDecomposition",
+    "TopActivations",
+    "mlp_bias_effect",
+    "neuron_direct_effects",
+    "neuron_second_order_effects",
+    "sparse_text_decomposition",
+    "top_activating_images",
 ]
 
 

@@ -17,6 +17,10 @@ The modules, one kind of figure each (every public name is also importable from 
 * :mod:`~vision_lens.plot.attention`: attention patterns (:func:`attention_pattern`).
 * :mod:`~vision_lens.plot.images`: image panels (:func:`segmentation_examples`,
   :func:`retrieval_grid`).
+* :mod:`~vision_lens.plot.lens`: the embedding lens (:func:`lens_accuracy_chart`,
+  :func:`patch_lens_grid`).
+* :mod:`~vision_lens.plot.circuits`: circuits (:func:`composition_heatmap`,
+  :func:`patching_heatmap`).
 * :mod:`~vision_lens.plot.display`, :mod:`~vision_lens.plot.export` and
   :mod:`~vision_lens.plot.browser`: showing figures (:func:`set_renderer`, :func:`show`), PNG
   export (:func:`to_png`) and the headless browser it uses (:func:`find_browser`).
@@ -34,10 +38,12 @@ from vision_lens.plot.browser import BROWSER_NAMES as BROWSER_NAMES
 from vision_lens.plot.browser import BROWSER_PATHS as BROWSER_PATHS
 from vision_lens.plot.browser import find_browser
 from vision_lens.plot.charts import layer_contributions, line_chart
+from vision_lens.plot.circuits import composition_heatmap, patching_heatmap
 from vision_lens.plot.display import set_renderer, show
 from vision_lens.plot.export import to_png
 from vision_lens.plot.heads import head_grid, textspan_table
 from vision_lens.plot.images import retrieval_grid, segmentation_examples
+from vision_lens.plot.lens import lens_accuracy_chart, patch_lens_grid
 from vision_lens.plot.tokens import token_heatmap, token_heatmap_grid, upsample_patch_scores
 
 # Also reachable here, as before, though not in __all__: BROWSER_NAMES and BROWSER_PATHS.
@@ -56,4 +62,8 @@ __all__ = [
     "token_heatmap",
     "token_heatmap_grid",
     "upsample_patch_scores",
+    "composition_heatmap",
+    "patching_heatmap",
+    "lens_accuracy_chart",
+    "patch_lens_grid",
 ]
