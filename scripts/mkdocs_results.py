@@ -17,6 +17,10 @@ TITLES = {
     "segmentation_examples.html": "Segmentation examples (HTML figure)",
     "shapes_head_roles.json": "Shapes head roles (JSON)",
     "segmentation.json": "Segmentation benchmark (JSON)",
+    "sae.md": "SAE on the shapes CLIP",
+    "sae.json": "SAE on the shapes CLIP (JSON)",
+    "circuits.md": "Circuits, neurons and the embedding lens",
+    "circuits.json": "Circuits, neurons and the embedding lens (JSON)",
 }
 
 

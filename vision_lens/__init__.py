@@ -37,9 +37,12 @@ from vision_lens.analysis import (
     patch_activations,
     patch_lens,
     qk_circuit,
+    run_with_sae_cache,
+    sae_direct_effects,
     segment,
     segment_heads,
     sparse_text_decomposition,
+    splice_sae,
     spurious_ablation,
     text_to_image,
     textspan,
@@ -48,6 +51,7 @@ from vision_lens.analysis import (
     zero_shot_accuracy,
 )
 from vision_lens.analysis.batched import decompose_dataset
+from vision_lens.analysis.sae_format import load_saelens_sae
 from vision_lens.cache import ActivationCache, ComponentId, LayerTerms
 from vision_lens.config import HookedViTConfig
 from vision_lens.errors import (
@@ -100,6 +104,10 @@ __all__ = [
     "StaleCacheError",
     "__version__",
     "analysis",
+    "load_saelens_sae",
+    "run_with_sae_cache",
+    "sae_direct_effects",
+    "splice_sae",
     "all_composition_scores",
     "embedding_lens",
     "lens_accuracy",

@@ -14,6 +14,8 @@
   readout, per layer and per token.
 * :func:`ov_circuit`, :func:`qk_circuit`, :func:`all_composition_scores`: head circuits;
   :func:`patch_activations`: activation patching between image pairs.
+* :func:`splice_sae`, :func:`run_with_sae_cache`, :func:`sae_direct_effects`,
+  :func:`load_saelens_sae`: sparse autoencoders spliced with their error as a separate term.
 """
 
 from vision_lens.analysis.ablation import (
@@ -62,6 +64,16 @@ from vision_lens.analysis.neurons import (
     top_activating_images,
 )
 from vision_lens.analysis.retrieval import Neighbors, image_neighbors, text_to_image
+from vision_lens.analysis.sae import (
+    SAEDirectEffects,
+    SAESplice,
+    SparseAutoencoder,
+    StandardSAE,
+    load_saelens_sae,
+    run_with_sae_cache,
+    sae_direct_effects,
+    splice_sae,
+)
 from vision_lens.analysis.seg_metrics import (
     SegmentationMetrics,
     binarize,
@@ -138,6 +150,14 @@ __all__ = [
     "neuron_second_order_effects",
     "sparse_text_decomposition",
     "top_activating_images",
+    "SAEDirectEffects",
+    "SAESplice",
+    "SparseAutoencoder",
+    "StandardSAE",
+    "load_saelens_sae",
+    "run_with_sae_cache",
+    "sae_direct_effects",
+    "splice_sae",
 ]
 
 
