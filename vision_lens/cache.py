@@ -372,6 +372,25 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
             y = y + lin.nonlinear
         return _Frozen(z=z, lin=lin, norm=y.norm(dim=-1))
 
+    def frozen_readout(self) -> tuple[LinearReadout, Float[Tensor, " batch"]]:
+        """The readout as a linear map frozen at this cache's statistics (the final norm's scale,
+        an attention pool's pattern), and the norm of the output it reproduces ``[batch]``.
+
+        Every direct effect is ``lin.map_term(term)`` of a residual-stream term (plus shares of
+        ``lin.m_term`` and ``lin.const``); analyses of other components (neurons, SAE features)
+        map their terms with it exactly as the ``decompose_*`` methods do.
+
+        Example:
+            >>> import torch, vision_lens as vl
+            >>> model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
+            >>> embed, cache = model.run_with_decomposition_cache(torch.randn(2, 3, 16, 16))
+            >>> lin, norm = cache.frozen_readout()
+            >>> torch.allclose(norm, embed.norm(dim=-1), atol=1e-5)
+            True
+        """
+        frozen = self._frozen()
+        return frozen.lin, frozen.norm
+
     def _map_term(
         self, c: Tensor, frozen: _Frozen, ln_mode: LnMode, share: float
     ) -> Float[Tensor, "batch d_embed"]:

@@ -37,7 +37,12 @@ from vision_lens.cache import ActivationCache
 from vision_lens.errors import IncompleteCacheError
 from vision_lens.readout import LinearReadout
 from vision_lens.utils.batching import batched
-from vision_lens.utils.checks import check_batch_size, check_finite, layer_indices
+from vision_lens.utils.checks import (
+    check_batch_size,
+    check_finite,
+    layer_indices,
+    neuron_indices,
+)
 
 LnMode = Literal["center", "split"]
 
@@ -47,32 +52,6 @@ def _layer(layer: object, n_layers: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
         raise TypeError(f"layer must be one int (negative counts from the end), got {layer!r}.")
     return layer_indices(int(layer), n_layers)[0]
-
-
-def _neuron_indices(neurons: object, d_mlp: int) -> list[int]:
-    """Canonical neuron indices (``None``: all), refusing strings, bools, floats, repeats."""
-    if neurons is None:
-        return list(range(d_mlp))
-    if isinstance(neurons, str | bytes):
-        raise TypeError(f"neurons must be an int or a sequence of ints, got {neurons!r}.")
-    if isinstance(neurons, Tensor | np.ndarray):
-        neurons = neurons.tolist()
-    values = [neurons] if isinstance(neurons, int | np.integer) else list(neurons)
-    if not values:
-        raise ValueError("neurons is empty: select at least one (or None for all).")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"neurons must be ints, got {value!r} in {values!r}.")
-        if not -d_mlp <= int(value) < d_mlp:
-            raise IndexError(
-                f"Neuron {value} does not exist: the MLP has {d_mlp} neurons "
-                f"(valid indices {-d_mlp}..{d_mlp - 1})."
-            )
-        out.append(int(value) % d_mlp)
-    if len(set(out)) != len(out):
-        raise ValueError(f"neurons {values!r} names the same neuron twice.")
-    return out
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -129,30 +108,6 @@ def _positions(cache: ActivationCache, name: str, rows: slice | None, pos_dim: i
         f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but this needs "
         f"{need}. Cache without pos_slice: model.run_with_cache(images)."
     )
-
-
-def _readout(cache: ActivationCache) -> tuple[LinearReadout, Tensor]:
-    """The readout's linear form frozen at this batch's statistics, and ``||y||`` ``[batch]``."""
-    model = cache.model
-    rows = model.readout.query_positions
-    z = _positions(cache, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", rows)
-    scale = _get(cache, "ln_final.hook_scale")
-    if not model.readout.after_pool:
-        scale = _positions(cache, "ln_final.hook_scale", rows)
-    is_map = model.cfg.readout == "map"
-    lin = model.readout.linear(
-        z,
-        scale.to(z),
-        model.ln_final,
-        model.W_proj,
-        model.b_proj,
-        pool_pattern=_get(cache, "readout.attn.hook_pattern") if is_map else None,
-        mlp_out=_get(cache, "readout.hook_mlp_out") if is_map else None,
-    )
-    y = lin.map_term(z, centre=False) - lin.m_term + lin.const
-    if lin.nonlinear is not None:
-        y = y + lin.nonlinear
-    return lin, y.norm(dim=-1)
 
 
 def _directions(directions: object, d_embed: int, like: Tensor) -> Tensor | None:
@@ -253,8 +208,8 @@ def neuron_direct_effects(
     _check_mode(ln_mode)
     cfg = cache.model.cfg
     layer = _layer(layer, cfg.n_layers)
-    ids = _neuron_indices(neurons, cfg.d_mlp)
-    lin, norm = _readout(cache)
+    ids = neuron_indices(neurons, cfg.d_mlp)
+    lin, norm = cache.frozen_readout()
     dirs = _directions(directions, cfg.d_embed, lin.w)
     M, M_out = _fold(lin, dirs)
     act = _activations(cache, layer, cache.model.readout.query_positions).to(lin.w)
@@ -293,7 +248,7 @@ def mlp_bias_effect(
     _check_mode(ln_mode)
     cfg = cache.model.cfg
     layer = _layer(layer, cfg.n_layers)
-    lin, norm = _readout(cache)
+    lin, norm = cache.frozen_readout()
     dirs = _directions(directions, cfg.d_embed, lin.w)
     b_out = cache.model.blocks[layer].mlp.b_out.detach().to(lin.w)
     c = b_out.expand(lin.w.shape[0], lin.w.shape[2], -1)
@@ -356,8 +311,8 @@ def neuron_second_order_effects(
     model = cache.model
     cfg = model.cfg
     layer = _layer(layer, cfg.n_layers)
-    ids = _neuron_indices(neurons, cfg.d_mlp)
-    lin, norm = _readout(cache)
+    ids = neuron_indices(neurons, cfg.d_mlp)
+    lin, norm = cache.frozen_readout()
     dirs = _directions(directions, cfg.d_embed, lin.w)
     M, M_out = _fold(lin, dirs)
     rows = model.readout.query_positions
@@ -555,7 +510,7 @@ def top_activating_images(
     """
     cfg = model.cfg
     layer = _layer(layer, cfg.n_layers)
-    ids = _neuron_indices(neurons, cfg.d_mlp)
+    ids = neuron_indices(neurons, cfg.d_mlp)
     k = _positive_int(k, "k")
     batch_size = check_batch_size(batch_size)
     if reduce not in ("max", "mean", "cls"):

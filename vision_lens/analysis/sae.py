@@ -48,7 +48,6 @@ from transformer_lens.hook_points import HookPoint
 from vision_lens.analysis.sae_format import StandardSAE, hook_width, load_saelens_sae
 from vision_lens.cache import ActivationCache
 from vision_lens.errors import IncompleteCacheError
-from vision_lens.readout import LinearReadout
 from vision_lens.utils.checks import check_finite
 
 SAE_HOOKS = ("hook_features", "hook_reconstruction", "hook_error")
@@ -294,30 +293,6 @@ class SAEDirectEffects(NamedTuple):
         return self.features.sum(1) + self.decoder_bias + self.error
 
 
-def _readout(cache: ActivationCache) -> tuple[LinearReadout, Tensor]:
-    """The readout frozen at this batch's statistics, and ``||y||`` ``[batch]``."""
-    model = cache.model
-    rows = model.readout.query_positions
-    z = _rows(cache, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
-    scale = _entry(cache, "ln_final.hook_scale")
-    if not model.readout.after_pool:
-        scale = scale[:, rows] if scale.shape[1] == model.cfg.n_pos else scale
-    is_map = model.cfg.readout == "map"
-    lin = model.readout.linear(
-        z,
-        scale.to(z),
-        model.ln_final,
-        model.W_proj,
-        model.b_proj,
-        pool_pattern=_entry(cache, "readout.attn.hook_pattern") if is_map else None,
-        mlp_out=_entry(cache, "readout.hook_mlp_out") if is_map else None,
-    )
-    y = lin.map_term(z, centre=False) - lin.m_term + lin.const
-    if lin.nonlinear is not None:
-        y = y + lin.nonlinear
-    return lin, y.norm(dim=-1)
-
-
 def _entry(cache: ActivationCache, name: str) -> Tensor:
     if name not in cache.cache_dict:
         raise IncompleteCacheError(
@@ -417,7 +392,7 @@ def sae_direct_effects(
         )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
-    lin, norm = _readout(cache)
+    lin, norm = cache.frozen_readout()
     x = check_finite(_rows(cache, hook_name), hook_name).to(lin.w)
     with torch.no_grad():
         feats = sae.encode(x.to(_param_dtype(sae, x.dtype))).to(lin.w)

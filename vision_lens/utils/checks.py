@@ -89,6 +89,18 @@ def head_indices(heads: IndexLike, n_heads: int, *, unique: bool = True) -> list
     return _indices(heads, n_heads, "heads", unique=unique)
 
 
+def neuron_indices(neurons: IndexLike, d_mlp: int, *, unique: bool = True) -> list[int]:
+    """Canonical non-negative MLP neuron indices within one layer (``None``: every neuron).
+
+    Same rules as :func:`layer_indices`.
+
+    Example:
+        >>> neuron_indices([0, -1], 16)
+        [0, 15]
+    """
+    return _indices(neurons, d_mlp, "neurons", unique=unique)
+
+
 def check_batch_size(batch_size: object) -> int:
     """Return ``batch_size`` if it is a positive int.
 
