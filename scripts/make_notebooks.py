@@ -914,6 +914,386 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             """
         ),
     ],
+    # ------------------------------------------------------------ 06 circuits, neurons, SAEs
+    "06_circuits_neurons_saes.ipynb": [
+        md(
+            """
+            # Circuits, neurons and sparse autoencoders
+
+            A tour of the analyses beyond the decompositions, on the shapes-world CLIP and a few
+            dozen single-object scenes:
+
+            1. TransformerLens' cache methods with vision semantics: the "unembedding" is the
+               readout (final norm, pooling, `W_proj`) and logits are scores against text
+               directions;
+            2. the embedding lens (the logit lens of a vision tower) and the patch lens;
+            3. circuits: OV and QK matrices, composition scores and activation patching;
+            4. MLP neurons: direct and second-order effects, texts and images that describe
+               them;
+            5. a sparse autoencoder spliced into the residual stream, with its error kept as a
+               term so that every decomposition stays exact.
+            """
+        ),
+        real_clip(
+            """
+            `sparse_text_decomposition` then wants the general pool,
+            `vl.text_pool("general")`, and `top_activating_images` a real dataset (it keeps a
+            running top-k, so a DataLoader of any size works). SAEs saved by SAELens load with
+            `vl.load_saelens_sae(folder, model=model)`.
+            """
+        ),
+        code(
+            """
+            from pathlib import Path
+
+            import torch
+
+            import vision_lens as vl
+            from vision_lens import shapes
+            from vision_lens.analysis import mlp_bias_effect
+
+            torch.set_grad_enabled(False)
+            model, clip = vl.load_shapes_clip()
+            n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+
+
+            def preprocess(scenes):
+                return torch.stack([model.preprocess(scenes.to_pil(i)) for i in range(len(scenes))])
+
+
+            def describe(i):
+                obj = scenes.attributes[i][0]
+                return f"{obj['size']} {obj['color']} {obj['shape']}"
+
+
+            scenes = shapes.generate(32, seed=0, n_objects=1)
+            images = preprocess(scenes)
+            colour_prompts = shapes.prompts("color")  # "a red object", ...
+            colour_weights = clip.encode(colour_prompts)  # [8 colours, d_embed], unit norm
+            colours = torch.as_tensor(shapes.labels(scenes, "color"))
+            embed, cache = model.run_with_cache(images)
+            terms, labels = cache.decompose_layers()
+            names = [str(label) for label in labels]
+            bias = terms[names.index("bias")]  # the readout's constant, owned by no component
+            print(len(scenes), "images;", names)
+            """
+        ),
+        md(
+            """
+            ## 1. TransformerLens' cache methods
+
+            `cache.accumulated_resid()` is the residual stream before each block and after the
+            last, `[stage, batch, pos, d_model]`. `cache.apply_readout_to_stack(stack)` maps
+            each term through the readout with the final norm's statistics frozen at this run
+            (a linear map), so a stack that sums to the final residual stream maps to terms
+            that sum to the output minus `bias`. Read against the colour prompts, the stages
+            show from which block on the class token's stream names the colour.
+            """
+        ),
+        code(
+            """
+            accum, stages = cache.accumulated_resid(return_labels=True)
+            through = cache.apply_readout_to_stack(accum)  # [stage, batch, d_embed]
+            print(stages, tuple(accum.shape), "->", tuple(through.shape))
+            exact = torch.allclose(through[-1] + bias, embed, atol=1e-5)
+            print("last stage + bias == output:", exact)
+            frozen = (((through + bias) @ colour_weights.T).argmax(-1) == colours).float().mean(1)
+            print("colour accuracy per stage:", [round(a, 2) for a in frozen.tolist()])
+            """
+        ),
+        md(
+            """
+            `cache.logit_attrs(stack, directions)` is TransformerLens' logit attribution with
+            text directions in place of tokens: each term through the readout, dotted with each
+            text. Over `cache.decompose_resid()` (the embedding and every attention and MLP
+            output) the attributions plus `bias` are exactly the output's scores. The chart
+            shows which sublayers push each image toward its own colour (minus the mean over
+            the eight colours).
+            """
+        ),
+        code(
+            """
+            stack, parts = cache.decompose_resid(return_labels=True)  # [component, b, pos, d]
+            attrs = cache.logit_attrs(stack, colour_weights)  # [component, batch, 8 colours]
+            scores = attrs.sum(0) + bias @ colour_weights.T
+            exact = torch.allclose(scores, embed @ colour_weights.T, atol=1e-4)
+            print("attributions + bias == output scores:", exact)
+            own = attrs[:, torch.arange(len(colours)), colours]  # [component, batch]
+            vl.plot.line_chart(
+                {"own colour - mean colour": (own - attrs.mean(-1)).mean(1).tolist()},
+                x=parts,
+                title="Attribution of each residual-stream term to the image's colour",
+                yaxis_title="mean attribution",
+            )
+            """
+        ),
+        md(
+            """
+            `cache.get_full_resid_decomposition()` splits the stream further: every head
+            (`L{l}H{h}`), every MLP neuron (`L{l}N{n}`), the embedding and the biases. With
+            `pos_slice=0` it keeps only the class token, the one position the readout reads
+            (all 65 positions would be 3,098 terms x 65 x 128 floats per image). The terms
+            again sum exactly; the strongest colour writers are listed.
+            """
+        ),
+        code(
+            """
+            full, components = cache.get_full_resid_decomposition(pos_slice=0, return_labels=True)
+            print(len(components), "terms:", components[:2], "...", components[-3:])
+            effects = cache.apply_readout_to_stack(full, pos_slice=0)  # [term, batch, d_embed]
+            exact = torch.allclose(effects.sum(0) + bias, embed, atol=1e-4)
+            print("terms + bias == output:", exact)
+            scores = cache.logit_attrs(full, colour_weights, pos_slice=0)  # [term, batch, 8]
+            own = scores[:, torch.arange(len(colours)), colours]
+            top = (own - scores.mean(-1)).mean(1).topk(8)
+            for value, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                print(f"{components[index]:>7}: {value:+.3f}")
+            """
+        ),
+        md(
+            """
+            ## 2. Embedding lens and patch lens
+
+            `vl.lens_accuracy` puts each stage's residual stream through the readout with the
+            final norm *recomputed* on it (the standard logit lens) and classifies it
+            zero-shot. Next to it, the frozen-statistics curve from above: the two agree on
+            where colour becomes readable. Shape becomes readable later than colour.
+            """
+        ),
+        code(
+            """
+            shape_weights = clip.encode(shapes.prompts("shape"))
+            shape_labels = torch.as_tensor(shapes.labels(scenes, "shape"))
+            vl.plot.lens_accuracy_chart(
+                {
+                    "colour": vl.lens_accuracy(model, images, colour_weights, colours),
+                    "shape": vl.lens_accuracy(model, images, shape_weights, shape_labels),
+                    "colour, frozen final norm": frozen,
+                }
+            )
+            """
+        ),
+        md(
+            """
+            `vl.patch_lens` reads every token's stream at one layer through the readout as if
+            it were the class token: a map per text. After block 2 the patches of the object
+            should already read as its colour (each map is that colour's score minus the mean
+            over the colours).
+            """
+        ),
+        code(
+            """
+            show = [0, 1, 2]
+            maps = vl.patch_lens(model, images[show], colour_weights, layer=2)  # [3, pos, 8]
+            maps = maps - maps.mean(-1, keepdim=True)
+            own = colours[show]
+            vl.plot.patch_lens_grid(
+                [scenes.images[i] for i in show],
+                maps[torch.arange(len(show)), :, own][..., None],  # [3, pos, 1]: own colour
+                ["own colour"],
+                n_prefix=model.cfg.n_prefix,
+                grid_size=model.cfg.grid_size,
+                title="Patch lens after block 2: " + ", ".join(describe(i) for i in show),
+            )
+            """
+        ),
+        md(
+            """
+            ## 3. Circuits
+
+            `model.OV` and `model.QK` are TransformerLens `FactoredMatrix` objects
+            `[layer, head, d_model, d_model]` (`W_V @ W_O` and `W_Q @ W_K^T`, never
+            multiplied out unless asked): index a head, take singular values or norms.
+            """
+        ),
+        code(
+            """
+            ov, qk = model.OV, model.QK
+            print(ov.shape, "inner rank (d_head):", ov.mdim, "| QK:", qk.shape)
+            print("L5H0 OV singular values:", ov[5, 0].S[:4])
+            norms = ov.AB.norm(dim=(-2, -1))  # .AB multiplies the factors out: [6, 4, 128, 128]
+            vl.plot.head_grid(norms, title="Frobenius norm of each head's OV circuit")
+            """
+        ),
+        md(
+            """
+            `vl.all_composition_scores(model, mode)` scores how much each earlier head writes
+            into the subspace a later head reads with its queries (`"Q"`), keys (`"K"`) or
+            values (`"V"`) (Elhage et al. 2021): `[layer, head, layer, head]`, zero unless the
+            first head is in an earlier layer.
+            """
+        ),
+        code(
+            """
+            composition = {mode: vl.all_composition_scores(model, mode) for mode in "QKV"}
+            for mode, values in composition.items():
+                l1, h1, l2, h2 = torch.unravel_index(values.argmax(), values.shape)
+                print(f"{mode}: strongest L{l1}H{h1} -> L{l2}H{h2} ({values.max():.3f})")
+            vl.plot.composition_heatmap(composition["V"], mode="V")
+            """
+        ),
+        md(
+            """
+            `vl.patch_activations` runs clean images once with a cache, then the corrupted
+            images once per patch with that activation (one position, one head) taken from the
+            clean run. Pairs from the same seed with the colour fixed to red or to blue, and
+            the object fixed in the centre, differ only in colour; the metric is
+            `logit(red) - logit(blue)`. Patching the residual stream at the class token and at
+            four patches across the object's row shows the colour moving from the object's
+            patches (early blocks) to the class token (later blocks).
+            """
+        ),
+        code(
+            """
+            red = preprocess(
+                shapes.generate(8, seed=5, n_objects=1, colors=["red"], positions=["center"])
+            )
+            blue = preprocess(
+                shapes.generate(8, seed=5, n_objects=1, colors=["blue"], positions=["center"])
+            )
+            RED, BLUE = shapes.COLORS.index("red"), shapes.COLORS.index("blue")
+
+
+            def logit_diff(out):
+                logits = clip.classify(out, colour_weights)
+                return (logits[:, RED] - logits[:, BLUE]).mean()
+
+
+            rows, cols = model.cfg.grid_size
+            row = 4  # the object covers patch rows 3-4, columns 3-4
+            positions = [0] + [model.cfg.n_prefix + row * cols + c for c in range(2, 6)]
+            per_position = vl.patch_activations(
+                model, red, blue, logit_diff, "resid_pre", positions=positions
+            )
+            print(f"clean {per_position.clean:.2f}, corrupted {per_position.corrupted:.2f}")
+            position_names = model.readout.position_names()
+            vl.plot.patching_heatmap(
+                per_position,
+                x_labels=[position_names[p] for p in positions],
+                title="Patching the residual stream from red into blue scenes (recovered)",
+            )
+            """
+        ),
+        code(
+            """
+            per_head = vl.patch_activations(
+                model, red, blue, logit_diff, "z", positions="all", heads="each"
+            )
+            vl.plot.patching_heatmap(per_head, title="Patching one head's z (recovered)")
+            """
+        ),
+        md(
+            """
+            ## 4. Neurons
+
+            `vl.neuron_direct_effects(cache, layer)` maps each MLP neuron's output at the class
+            token through the frozen readout, `[batch, d_mlp, d_embed]`; with the MLP's bias
+            (`mlp_bias_effect`) the neurons sum to that MLP's term of `decompose_layers`. With
+            `directions=` they are scored against texts directly.
+            """
+        ),
+        code(
+            """
+            layer = n_layers - 2
+            direct = vl.neuron_direct_effects(cache, layer)  # [batch, d_mlp, d_embed]
+            mlp_term = terms[names.index(f"L{layer}_mlp")]
+            summed = direct.sum(1) + mlp_bias_effect(cache, layer)
+            print("neurons + bias == MLP term:", torch.allclose(summed, mlp_term, atol=1e-4))
+            toward = vl.neuron_direct_effects(cache, layer, directions=colour_weights)
+            own = toward[torch.arange(len(colours)), :, colours]  # [batch, d_mlp]
+            best = (own - toward.mean(-1)).mean(0).topk(5)
+            print(f"L{layer} neurons writing the image's colour:", best.indices.tolist())
+            """
+        ),
+        md(
+            """
+            Earlier neurons act mostly through later attention heads. Their second-order effect
+            (Gandelsman et al. 2025) carries each neuron's output through every later head
+            (frozen patterns and norms) to the output. The neuron of block 2 with the largest
+            one is described by `sparse_text_decomposition` (a sparse non-negative combination
+            of texts from the `shapes` pool, as SpLiCE) and by the images that excite it
+            most (`top_activating_images`).
+            """
+        ),
+        code(
+            """
+            early = 2
+            second = vl.neuron_second_order_effects(cache, early)  # [batch, d_mlp, d_embed]
+            neuron = int(second.norm(dim=-1).mean(0).argmax())
+            pool = vl.text_pool("shapes")
+            pool_embeddings = clip.encode(pool)
+            texts = vl.sparse_text_decomposition(
+                second[:, neuron].mean(0), pool_embeddings, pool, n_terms=5
+            )
+            print(f"L{early}N{neuron}:", texts.texts, f"(cosine {texts.cosine:.2f})")
+            top = vl.top_activating_images(model, images, early, [neuron], k=6, progress=False)
+            found = top.indices[0].tolist()
+            vl.plot.retrieval_grid(
+                scenes.images[found],
+                scores=top.values[0],
+                titles=[describe(i) for i in found],
+                ncols=6,
+                title=f"Images that activate L{early}N{neuron} most",
+            )
+            """
+        ),
+        md(
+            """
+            ## 5. A sparse autoencoder
+
+            vision_lens ships an SAE with 256 features trained on the class token at
+            `blocks.3.hook_resid_post` (`scripts/train_shapes_sae.py`), in SAELens' on-disk
+            format. `vl.run_with_sae_cache` splices it in: the activation becomes
+            reconstruction + error, so the output is unchanged, and the cache gains
+            `<hook>.sae.hook_features`, `hook_reconstruction` and `hook_error`.
+            """
+        ),
+        code(
+            """
+            folder = Path(vl.__file__).parent / "shapes/weights/shapes_sae_L3_resid_post"
+            sae = vl.load_saelens_sae(folder, model=model)
+            hook = sae.hook_name  # "blocks.3.hook_resid_post"
+            out, sae_cache = vl.run_with_sae_cache(model, images, {hook: sae})
+            features = sae_cache[f"{hook}.sae.hook_features"]  # [batch, pos, d_sae]
+            print("output unchanged:", torch.allclose(out, embed, atol=1e-5))
+            print(f"{sae.d_sae} features, {(features[:, 0] > 0).sum(1).float().mean():.0f} active")
+            """
+        ),
+        md(
+            """
+            `vl.sae_direct_effects` maps every feature (`f_i W_dec[i]`), the decoder bias and
+            the error through the frozen readout. They sum exactly to the direct effect of the
+            hooked residual stream: the embedding plus every sublayer up to block 3. With the
+            colour prompts as directions, the features that write "red" most; the images on
+            which the strongest one fires should be red.
+            """
+        ),
+        code(
+            """
+            sae_effects = vl.sae_direct_effects(sae_cache, hook, sae)
+            upto = terms[: names.index("L3_mlp") + 1].sum(0)  # embed, L0_attn, ..., L3_mlp
+            error = (sae_effects.total() - upto).abs().max().item()
+            print(f"features + decoder bias + error vs embed..L3_mlp: max difference {error:.1e}")
+            print(
+                "error share of the direct effect:",
+                f"{(sae_effects.error.norm(dim=-1) / upto.norm(dim=-1)).mean():.2f}",
+            )
+            toward = vl.sae_direct_effects(sae_cache, hook, sae, directions=colour_weights)
+            red_features = (toward.features[..., RED] - toward.features.mean(-1)).mean(0).topk(3)
+            print("features writing 'red':", red_features.indices.tolist())
+            feature = int(red_features.indices[0])
+            activation = features[:, 0, feature]
+            order = activation.argsort(descending=True)[:6].tolist()
+            vl.plot.retrieval_grid(
+                scenes.images[order],
+                scores=activation[order],
+                titles=[describe(i) for i in order],
+                ncols=6,
+                title=f"Images on which SAE feature {feature} fires most",
+            )
+            """
+        ),
+    ],
 }
 
 

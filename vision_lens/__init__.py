@@ -66,12 +66,16 @@ from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
 from vision_lens.models import load_clip, load_clip_hf, load_shapes_clip
 from vision_lens.readout import LinearReadout, Readout
+from vision_lens.streaming import CollectedRun, collect, open_collected
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
 from vision_lens.text_pools import list_text_pools, text_pool
 
 __all__ = [
     "ActivationCache",
     "CLIPText",
+    "CollectedRun",
+    "collect",
+    "open_collected",
     "ComponentId",
     "Components",
     "LayerTerms",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import inspect
+import os
 import shlex
 import sys
 import warnings
@@ -85,6 +86,28 @@ def _eval_seg(args: argparse.Namespace) -> int:
     print(result.table_markdown())
     for path in paths:
         print(f"wrote {path}")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import torch
+
+    from vision_lens.models import load_clip_or_shapes
+    from vision_lens.streaming import collect
+
+    model, _ = load_clip_or_shapes(args.model_name, args.pretrained, device=args.device)
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    run = collect(
+        model,
+        args.images,
+        args.what,
+        args.out,
+        batch_size=args.batch_size,
+        dtype=dtype,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    print(f"wrote {run.out} ({run.n_images} images: {', '.join(run.products)})")
     return 0
 
 
@@ -268,6 +291,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     seg.set_defaults(run=_eval_seg, parser=seg)
+
+    col = commands.add_parser(
+        "collect",
+        help="one resumable pass over a folder of images into shards: head, layer and token "
+        "direct effects, the output, hook activations, head moments (vision_lens.streaming)",
+        description="Run the model over a folder of images and write the named products into "
+        "OUT/shard-*.safetensors with OUT/manifest.json. Rerunning the same command resumes.",
+    )
+    col.add_argument("--images", required=True, help="folder of images")
+    col.add_argument(
+        "--what",
+        required=True,
+        help="comma-separated products: heads, layers, tokens, embed, hook:<hook name>, "
+        "head_moments, mean:<hook name>",
+    )
+    col.add_argument("--out", required=True, help="folder for the shards and the manifest")
+    _add_model_options(col, batch_size=32)
+    col.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16", "float64"),
+        help="stored dtype of per-image products (default: the model's)",
+    )
+    col.add_argument("--overwrite", action="store_true", help="replace a collection in --out")
+    col.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar")
+    col.set_defaults(run=_collect, parser=col)
     return parser
 
 
@@ -338,7 +386,41 @@ def _check_options(args: argparse.Namespace) -> None:
                 f"--seed {args.seed} applies to the shapes scenes only, not to --imagenet-seg: "
                 "drop --seed"
             )
+    elif args.subcommand == "collect":
+        _check_collect(args)
     _check_model(args.model_name, args.pretrained)
+
+
+def _check_collect(args: argparse.Namespace) -> None:
+    """``vision-lens collect``: the folders and the product names, before any model loads."""
+    from pathlib import Path
+
+    from vision_lens.streaming.products import PER_IMAGE, PREFIXES, STATISTICS
+
+    images, out = Path(args.images), Path(args.out)
+    if not images.is_dir():
+        kind = "is a file, not a folder" if images.exists() else "does not exist"
+        raise FileNotFoundError(f"--images {args.images!r} {kind}; pass a folder of images")
+    if out.exists() and not out.is_dir():
+        raise CommandLineError(f"--out {args.out!r} is a file; pass a folder for the shards")
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise CommandLineError(f"--out {args.out!r} is inside the file {str(existing)!r}")
+    if not os.access(existing, os.W_OK):
+        raise CommandLineError(f"--out {args.out!r} cannot be written; pass a writable folder")
+    names = [name.strip() for name in args.what.split(",") if name.strip()]
+    if not names:
+        raise CommandLineError("--what names no product; e.g. --what heads,embed,head_moments")
+    known = [*PER_IMAGE, *STATISTICS]
+    for name in names:
+        if name.startswith(PREFIXES) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise CommandLineError(
+            f"--what {name!r} is not a product; {hint}choose from {', '.join(known)}, "
+            "hook:<hook name>, mean:<hook name>"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

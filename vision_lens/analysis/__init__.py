@@ -1,6 +1,7 @@
 """Analyses built on the cache's decompositions: TextSpan, ablations, retrieval, spurious cues.
 
 * :func:`textspan` / :func:`textspan_model`: per-head text bases (Gandelsman et al. §4.1).
+* :class:`HeadMoments`, :func:`textspan_from_moments`: TextSpan from streamed per-head sums.
 * :class:`Components`: direct-effect terms with chosen layers split into heads
   (:func:`decompose_components`, :func:`split_heads`).
 * Ablations over precomputed :class:`Components` (one forward pass, many ablations):
@@ -14,6 +15,9 @@
   readout, per layer and per token.
 * :func:`ov_circuit`, :func:`qk_circuit`, :func:`all_composition_scores`: head circuits;
   :func:`patch_activations`: activation patching between image pairs.
+* :class:`CompAlign`, :func:`select_components`, :func:`alignment_report`: per-component linear
+  maps into a CLIP space (Balasubramanian et al. §4); :func:`component_scores`: components ranked
+  per property (their Algorithm 2).
 * :func:`splice_sae`, :func:`run_with_sae_cache`, :func:`sae_direct_effects`,
   :func:`load_saelens_sae`: sparse autoencoders spliced with their error as a separate term.
 """
@@ -42,6 +46,13 @@ from vision_lens.analysis.circuits import (
     patch_activations,
     qk_circuit,
 )
+from vision_lens.analysis.compalign import (
+    AlignedComponents,
+    AlignmentReport,
+    CompAlign,
+    FitHistory,
+    alignment_report,
+)
 from vision_lens.analysis.direct_effects import (
     Components,
     decompose_components,
@@ -54,6 +65,7 @@ from vision_lens.analysis.lens import (
     lens_stage_names,
     patch_lens,
 )
+from vision_lens.analysis.moments import HeadMoments, textspan_from_moments
 from vision_lens.analysis.neurons import (
     SparseTextDecomposition,
     TopActivations,
@@ -74,6 +86,7 @@ from vision_lens.analysis.sae import (
     sae_direct_effects,
     splice_sae,
 )
+from vision_lens.analysis.scoring import ComponentScores, component_scores
 from vision_lens.analysis.seg_metrics import (
     SegmentationMetrics,
     binarize,
@@ -81,6 +94,7 @@ from vision_lens.analysis.seg_metrics import (
     rescale_heatmaps,
 )
 from vision_lens.analysis.segmentation import segment, segment_heads, upsample_heatmaps
+from vision_lens.analysis.selection import select_components
 from vision_lens.analysis.spurious import (
     LOCATION_KEYWORDS,
     GroupAccuracy,
@@ -132,6 +146,8 @@ __all__ = [
     "text_to_image",
     "textspan",
     "textspan_model",
+    "HeadMoments",
+    "textspan_from_moments",
     "textspan_replacement_accuracy",
     "zero_shot_accuracy",
     "PatchingScores",
@@ -158,6 +174,14 @@ __all__ = [
     "run_with_sae_cache",
     "sae_direct_effects",
     "splice_sae",
+    "AlignedComponents",
+    "AlignmentReport",
+    "CompAlign",
+    "FitHistory",
+    "alignment_report",
+    "select_components",
+    "ComponentScores",
+    "component_scores",
 ]
 
 

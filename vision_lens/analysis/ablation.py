@@ -63,7 +63,17 @@ def _mean_ablated_sum(
 ) -> Float[Tensor, "images d_embed"]:
     """The one mean-ablation: the terms summed, those in ``mask`` replaced by their mean over
     ``reference``'s images and those in ``replaced`` by the given tensors."""
-    means = reference.mean(dim=1, keepdim=True).to(terms)  # [component, 1, d]
+    return _ablated_sum(terms, mask, reference.mean(dim=1, keepdim=True), replaced)
+
+
+def _ablated_sum(
+    terms: Float[Tensor, "component images d_embed"],
+    mask: Bool[Tensor, " component"],
+    means: Float[Tensor, "component 1 d_embed"],
+    replaced: Mapping[int, Tensor] | None = None,
+) -> Float[Tensor, "images d_embed"]:
+    """:func:`_mean_ablated_sum` with the means given ``[component, 1, d_embed]``."""
+    means = means.to(terms)
     out = torch.where(mask[:, None, None].to(terms.device), means, terms)
     if replaced:
         out = out.clone()
@@ -76,6 +86,8 @@ def mean_ablate(
     terms: Float[Tensor, "component batch d_embed"],
     ablate: Sequence[int] | Tensor,
     reference: Float[Tensor, "component ref d_embed"] | None = None,
+    *,
+    means: Float[Tensor, "component d_embed"] | Mapping[int, Tensor] | None = None,
 ) -> Float[Tensor, "batch d_embed"]:
     """The embedding with the chosen direct-effect terms replaced by their reference means.
 
@@ -84,9 +96,17 @@ def mean_ablate(
         ablate: Indices of the components to ablate, or a boolean mask ``[component]``.
         reference: Terms of the reference set whose means replace the ablated terms; defaults to
             ``terms`` itself (the mean over this batch).
+        means: Precomputed reference means instead of ``reference`` (e.g. ``sum / count`` of a
+            streamed ``"mean:<hook>"`` product, see :mod:`vision_lens.analysis.moments`): a
+            ``[component, d_embed]`` tensor aligned with ``terms``, or ``{component index:
+            [d_embed] mean}`` covering at least the ablated components. Cast to ``terms``' dtype.
 
     Returns:
         ``[batch, d_embed]``, the ablated embedding.
+
+    Raises:
+        ValueError: Both ``reference`` and ``means``; means of the wrong shape, non-finite, or
+            missing for an ablated component.
 
     Example:
         >>> terms = torch.randn(5, 8, 4)
@@ -95,15 +115,20 @@ def mean_ablate(
         >>> ablated = mean_ablate(terms, [0])
         >>> torch.allclose(ablated, terms[1:].sum(0) + terms[0].mean(0))
         True
+        >>> torch.allclose(mean_ablate(terms, [0], means={0: terms[0].mean(0)}), ablated)
+        True
     """
     check_terms(terms)
-    reference = terms if reference is None else reference
-    check_terms(reference, "reference")
-    if reference.shape[0] != terms.shape[0] or reference.shape[2] != terms.shape[2]:
-        raise ValueError(
-            f"reference terms {tuple(reference.shape)} do not match terms {tuple(terms.shape)} "
-            "in the component and d_embed axes."
-        )
+    if means is not None and reference is not None:
+        raise ValueError("Pass reference (terms to average) or means (their means), not both.")
+    if means is None:
+        reference = terms if reference is None else reference
+        check_terms(reference, "reference")
+        if reference.shape[0] != terms.shape[0] or reference.shape[2] != terms.shape[2]:
+            raise ValueError(
+                f"reference terms {tuple(reference.shape)} do not match terms "
+                f"{tuple(terms.shape)} in the component and d_embed axes."
+            )
     mask = torch.zeros(terms.shape[0], dtype=torch.bool, device=terms.device)
     if isinstance(ablate, Tensor) and ablate.dtype == torch.bool:
         if ablate.shape != mask.shape:
@@ -122,7 +147,49 @@ def mean_ablate(
         if index.numel() and (index.min() < -terms.shape[0] or index.max() >= terms.shape[0]):
             raise IndexError(f"component index out of range for {terms.shape[0]} components.")
         mask[index.long().to(terms.device)] = True
-    return _mean_ablated_sum(terms, mask, reference)
+    if means is None:
+        return _mean_ablated_sum(terms, mask, reference)
+    return _ablated_sum(terms, mask, _given_means(terms, mask, means))
+
+
+def _given_means(
+    terms: Tensor, mask: Tensor, means: Tensor | Mapping[int, Tensor]
+) -> Float[Tensor, "component 1 d_embed"]:
+    """``means`` (a ``[component, d]`` tensor or ``{index: [d]}``) as ``[component, 1, d]``."""
+    n, d = terms.shape[0], terms.shape[2]
+    if isinstance(means, Tensor):
+        if tuple(means.shape) != (n, d):
+            raise ValueError(
+                f"means must be [component, d_embed] = {(n, d)} to match terms "
+                f"{tuple(terms.shape)}, got {tuple(means.shape)}."
+            )
+        check_finite(means, "means")
+        return means[:, None].to(terms)
+    if not isinstance(means, Mapping):
+        raise TypeError(
+            f"means must be a [component, d_embed] tensor or a {{component index: mean}} dict, "
+            f"got {type(means).__name__}."
+        )
+    out = torch.zeros(n, 1, d, dtype=terms.dtype, device=terms.device)
+    given = torch.zeros(n, dtype=torch.bool)
+    for key, value in means.items():
+        if isinstance(key, bool) or not isinstance(key, int | np.integer):
+            raise TypeError(
+                f"means keys must be component indices (ints), got {key!r}; map hook or label "
+                "names to indices first (e.g. Components.index(label))."
+            )
+        if not -n <= int(key) < n:
+            raise IndexError(f"means key {key} out of range for {n} components.")
+        if not isinstance(value, Tensor) or tuple(value.shape) != (d,):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"means[{key}] must be a [d_embed] = [{d}] tensor, got {shape}.")
+        check_finite(value, f"means[{key}]")
+        out[int(key) % n, 0] = value.to(terms)
+        given[int(key) % n] = True
+    missing = [i for i in mask.nonzero().flatten().tolist() if not given[i]]
+    if missing:
+        raise ValueError(f"No mean given for ablated component(s) {missing}.")
+    return out
 
 
 def zero_shot_accuracy(

@@ -27,6 +27,10 @@ How this module computes exactly that, fast (all in float64, batched over heads)
 * Explained variance after ``k`` steps is ``sum_k t̂_k^T S t̂_k`` and the reconstruction
   ``C_c Q Q^T + mean`` with ``Q`` the orthonormal chosen directions in ``d_embed`` space.
 
+Only the mean, the Gram matrices and ``K`` enter (:func:`textspan_core`), so
+:func:`vision_lens.analysis.moments.textspan_from_moments` runs the same core on per-head sums
+streamed over a dataset.
+
 Two rules make the choice well defined (the literal loop in ``tests/textspan_reference.py``
 follows them too): a text already chosen is never chosen again, and a text whose residual has
 vanished (squared norm <= ``1e-12`` times its squared norm as given, e.g. a duplicate of a chosen
@@ -86,21 +90,13 @@ def check_head_outputs(head_outputs: object) -> Tensor:
     return head_outputs
 
 
-def _check_inputs(
-    head_outputs: object, text_embeddings: object, m: object, rank: object
-) -> tuple[Tensor, Tensor, int, int | None]:
-    check_head_outputs(head_outputs)
+def check_text_pool(text_embeddings: object) -> Tensor:
+    """``text_embeddings`` if it is a finite float ``[n_text, d_embed]`` tensor with at least one
+    row, else ``TypeError``/``ValueError`` (the checks :func:`textspan` applies to its pool)."""
     if not isinstance(text_embeddings, Tensor):
         raise TypeError(
             f"text_embeddings must be a tensor [n_text, d_embed] (e.g. clip.encode(texts)), got "
             f"{type(text_embeddings).__name__}."
-        )
-    outputs = head_outputs[None] if head_outputs.dim() == 2 else head_outputs
-    if outputs.dim() != 3:
-        raise ValueError(
-            f"head_outputs must be [head, images, d_embed] or [images, d_embed], got "
-            f"{tuple(head_outputs.shape)}. From decompose_heads() ([images, layer, head, d_embed]) "
-            "use heads.flatten(1, 2).transpose(0, 1)."
         )
     if text_embeddings.dim() != 2:
         raise ValueError(
@@ -112,7 +108,51 @@ def _check_inputs(
         raise TypeError(
             f"text_embeddings must be a floating-point tensor, got {text_embeddings.dtype}."
         )
-    check_finite(text_embeddings, "text_embeddings")
+    return check_finite(text_embeddings, "text_embeddings")
+
+
+def check_m_rank(
+    m: object, rank: object, n_text: int, n_images: int, d: int
+) -> tuple[int, int | None]:
+    """``(m, rank)`` if valid for a pool of ``n_text`` texts and ``n_images`` images of width
+    ``d`` (shared by :func:`textspan` and ``textspan_from_moments``), else an error."""
+    if isinstance(m, bool) or not isinstance(m, int):
+        raise TypeError(f"m must be an int, got {type(m).__name__}.")
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}.")
+    if m > n_text:
+        raise ValueError(
+            f"m={m} is larger than the text pool ({n_text} texts): use m <= {n_text} or a "
+            "larger pool (e.g. vision_lens.text_pool('general'))."
+        )
+    if rank is not None:
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank must be an int or None, got {type(rank).__name__}.")
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1 (or None for no projection), got {rank}.")
+    effective = d if rank is None else min(rank, n_images, d)
+    if m > effective:
+        fix = "rank=None" if rank is not None and rank < d else "more images"
+        raise ValueError(
+            f"m={m} exceeds the dimension of the space the texts live in ({effective}: "
+            f"rank={rank}, {n_images} images, d_embed={d}); after {effective} texts "
+            f"nothing is left to explain. Use m <= {effective}, a larger rank, or {fix}."
+        )
+    return m, rank
+
+
+def _check_inputs(
+    head_outputs: object, text_embeddings: object, m: object, rank: object
+) -> tuple[Tensor, Tensor, int, int | None]:
+    check_head_outputs(head_outputs)
+    check_text_pool(text_embeddings)
+    outputs = head_outputs[None] if head_outputs.dim() == 2 else head_outputs
+    if outputs.dim() != 3:
+        raise ValueError(
+            f"head_outputs must be [head, images, d_embed] or [images, d_embed], got "
+            f"{tuple(head_outputs.shape)}. From decompose_heads() ([images, layer, head, d_embed]) "
+            "use heads.flatten(1, 2).transpose(0, 1)."
+        )
     if outputs.shape[-1] != text_embeddings.shape[-1]:
         raise ValueError(
             f"head outputs have width {outputs.shape[-1]} but text embeddings have width "
@@ -128,36 +168,40 @@ def _check_inputs(
         )
     if not outputs.is_floating_point() or not text_embeddings.is_floating_point():
         raise TypeError("head_outputs and text_embeddings must be floating-point tensors.")
-    if isinstance(m, bool) or not isinstance(m, int):
-        raise TypeError(f"m must be an int, got {type(m).__name__}.")
-    n_text = text_embeddings.shape[0]
-    if m < 1:
-        raise ValueError(f"m must be >= 1, got {m}.")
-    if m > n_text:
-        raise ValueError(
-            f"m={m} is larger than the text pool ({n_text} texts): use m <= {n_text} or a "
-            "larger pool (e.g. vision_lens.text_pool('general'))."
-        )
-    if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, int):
-            raise TypeError(f"rank must be an int or None, got {type(rank).__name__}.")
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1 (or None for no projection), got {rank}.")
-    d = outputs.shape[-1]
-    effective = d if rank is None else min(rank, outputs.shape[1], d)
-    if m > effective:
-        fix = "rank=None" if rank is not None and rank < d else "more images"
-        raise ValueError(
-            f"m={m} exceeds the dimension of the space the texts live in ({effective}: "
-            f"rank={rank}, {outputs.shape[1]} images, d_embed={d}); after {effective} texts "
-            f"nothing is left to explain. Use m <= {effective}, a larger rank, or {fix}."
-        )
+    m, rank = check_m_rank(m, rank, text_embeddings.shape[0], outputs.shape[1], outputs.shape[-1])
     return outputs, text_embeddings, m, rank
 
 
-def _check_labels(
+def prepare_texts(
+    text_embeddings: Tensor, device: torch.device, normalize: bool
+) -> tuple[Tensor, Tensor]:
+    """The texts ``R`` ``[M, d]`` in float64 on ``device`` (L2-normalised if ``normalize``) and
+    their squared norms as given ``[M]`` (the reference for eligibility); ``ValueError`` for a
+    text with zero norm."""
+    R = text_embeddings.detach().to(device=device, dtype=torch.float64)
+    norms = R.norm(dim=-1)
+    if (norms == 0).any():
+        bad = int((norms == 0).nonzero()[0])
+        raise ValueError(f"Text embedding {bad} has zero norm; remove it from the pool.")
+    if normalize:
+        R = R / norms[:, None]
+    return R, (R * R).sum(-1)
+
+
+def check_head_chunk(head_chunk: object) -> int:
+    """``head_chunk`` if it is an int >= 1, else ``TypeError``/``ValueError``."""
+    if isinstance(head_chunk, bool) or not isinstance(head_chunk, int):
+        raise TypeError(f"head_chunk must be an int, got {type(head_chunk).__name__}.")
+    if head_chunk < 1:
+        raise ValueError(f"head_chunk must be >= 1, got {head_chunk}.")
+    return head_chunk
+
+
+def check_labels(
     texts: Sequence[str] | None, heads: Sequence[HeadLabel] | None, n_text: int, n_heads: int
 ) -> tuple[list[str] | None, list[HeadLabel] | None]:
+    """``texts`` and ``heads`` as lists (``None`` passes through); ``ValueError`` if a length
+    differs from ``n_text``/``n_heads``."""
     if texts is not None:
         texts = list(texts)
         if len(texts) != n_text:
@@ -170,10 +214,21 @@ def _check_labels(
 
 
 # ---------------------------------------------------------------------- the algorithm
-def _textspan_chunk(
-    C: Tensor, R: Tensor, given: Tensor, m: int, rank: int | None, reconstruct: bool
-) -> tuple[Tensor, ...]:
-    """TextSpan for a chunk of heads; ``C`` ``[h, K, d]`` and ``R`` ``[M, d]`` in float64.
+def textspan_core(
+    gram: Tensor,
+    mean: Tensor,
+    n_images: int,
+    R: Tensor,
+    given: Tensor,
+    m: int,
+    rank: int | None,
+    uncentred: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TextSpan for a chunk of heads from their moments alone (everything float64).
+
+    TextSpan's choices depend on the outputs ``C`` ``[h, K, d]`` only through ``K``, the mean
+    and the Gram matrices, which is what this takes, so the in-memory :func:`textspan` and the
+    streaming ``textspan_from_moments`` share it.
 
     Notation: ``rho`` ``[h, M, r]`` are the texts' coordinates in the rank-``r`` subspace, ``S``
     ``[h, r, r]`` the head's covariance there, ``u_i`` the unit directions chosen so far (mutually
@@ -186,17 +241,31 @@ def _textspan_chunk(
 
     The best few candidates' scores are recomputed exactly from their deflated vectors before
     each choice, so rounding in these updates can never change a pick.
+
+    Args:
+        gram: ``[h, d, d]`` centred Gram matrix ``C_c^T C_c`` (``K`` times the covariance).
+        mean: ``[h, d]`` mean over the images.
+        n_images: ``K``.
+        R: ``[M, d]`` the texts (normalised or not, see :func:`prepare_texts`).
+        given: ``[M]`` their squared norms as given.
+        m: Texts per head.
+        rank: Subspace rank (``None``: none).
+        uncentred: ``[h, d, d]`` ``C^T C``; default ``gram + K mean mean^T``.
+
+    Returns:
+        ``(indices [h, m], explained [h, m], total [h], basis [h, m, d])``.
+
+    Raises:
+        ValueError: The pool runs out of eligible texts before ``m``.
     """
-    n_heads, n_images, d = C.shape
-    device, dtype = C.device, C.dtype
-    mean = C.mean(1)  # [h, d]
-    centred = C - mean[:, None]
-    gram = centred.mT @ centred  # [h, d, d], centred Gram matrix
+    n_heads, d = mean.shape
+    device, dtype = gram.device, gram.dtype
     total = gram.diagonal(dim1=-2, dim2=-1).sum(-1) / n_images
     r = d if rank is None else min(rank, n_images, d)
     if r < d:
         # Top right singular vectors of the *uncentred* outputs, as in the reference code.
-        uncentred = gram + n_images * mean[:, :, None] * mean[:, None, :]
+        if uncentred is None:
+            uncentred = gram + n_images * mean[:, :, None] * mean[:, None, :]
         eigenvalues, eigenvectors = torch.linalg.eigh(uncentred)  # ascending eigenvalues
         V = eigenvectors[..., -r:].flip(-1)  # [h, d, r]
         # A head writes from a d_head-dimensional space, so when r > d_head the top-r subspace
@@ -263,7 +332,18 @@ def _textspan_chunk(
         eligible &= norms > ELIGIBLE_TOL * given
         eligible[rows, j] = False
     basis = directions if V is None else directions @ V.mT  # [h, m, d], orthonormal
-    explained = steps.cumsum(-1)
+    return indices, steps.cumsum(-1), total, basis
+
+
+def _textspan_chunk(
+    C: Tensor, R: Tensor, given: Tensor, m: int, rank: int | None, reconstruct: bool
+) -> tuple[Tensor, ...]:
+    """TextSpan for a chunk of heads; ``C`` ``[h, K, d]`` and ``R`` ``[M, d]`` in float64."""
+    n_images = C.shape[1]
+    mean = C.mean(1)  # [h, d]
+    centred = C - mean[:, None]
+    gram = centred.mT @ centred  # [h, d, d], centred Gram matrix
+    indices, explained, total, basis = textspan_core(gram, mean, n_images, R, given, m, rank)
     reconstruction = None
     if reconstruct:
         reconstruction = (centred @ basis.mT) @ basis + mean[:, None]
@@ -332,20 +412,9 @@ def textspan(
     """
     outputs, text_embeddings, m, rank = _check_inputs(head_outputs, text_embeddings, m, rank)
     n_heads, n_images, d = outputs.shape
-    texts, heads = _check_labels(texts, heads, text_embeddings.shape[0], n_heads)
-    if isinstance(head_chunk, bool) or not isinstance(head_chunk, int):
-        raise TypeError(f"head_chunk must be an int, got {type(head_chunk).__name__}.")
-    if head_chunk < 1:
-        raise ValueError(f"head_chunk must be >= 1, got {head_chunk}.")
-    device = outputs.device
-    R = text_embeddings.detach().to(device=device, dtype=torch.float64)
-    norms = R.norm(dim=-1)
-    if (norms == 0).any():
-        bad = int((norms == 0).nonzero()[0])
-        raise ValueError(f"Text embedding {bad} has zero norm; remove it from the pool.")
-    if normalize_texts:
-        R = R / norms[:, None]
-    given = (R * R).sum(-1)
+    texts, heads = check_labels(texts, heads, text_embeddings.shape[0], n_heads)
+    check_head_chunk(head_chunk)
+    R, given = prepare_texts(text_embeddings, outputs.device, normalize_texts)
 
     parts: list[tuple[Tensor, ...]] = []
     starts = range(0, n_heads, head_chunk)

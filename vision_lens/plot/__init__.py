@@ -21,6 +21,8 @@ The modules, one kind of figure each (every public name is also importable from 
   :func:`patch_lens_grid`).
 * :mod:`~vision_lens.plot.circuits`: circuits (:func:`composition_heatmap`,
   :func:`patching_heatmap`).
+* :mod:`~vision_lens.plot.scoring`: component scores per property (:func:`score_heatmap`,
+  :func:`top_components_chart`).
 * :mod:`~vision_lens.plot.display`, :mod:`~vision_lens.plot.export` and
   :mod:`~vision_lens.plot.browser`: showing figures (:func:`set_renderer`, :func:`show`), PNG
   export (:func:`to_png`) and the headless browser it uses (:func:`find_browser`).
@@ -44,6 +46,7 @@ from vision_lens.plot.export import to_png
 from vision_lens.plot.heads import head_grid, textspan_table
 from vision_lens.plot.images import retrieval_grid, segmentation_examples
 from vision_lens.plot.lens import lens_accuracy_chart, patch_lens_grid
+from vision_lens.plot.scoring import score_heatmap, top_components_chart
 from vision_lens.plot.tokens import token_heatmap, token_heatmap_grid, upsample_patch_scores
 
 # Also reachable here, as before, though not in __all__: BROWSER_NAMES and BROWSER_PATHS.
@@ -66,4 +69,6 @@ __all__ = [
     "patching_heatmap",
     "lens_accuracy_chart",
     "patch_lens_grid",
+    "score_heatmap",
+    "top_components_chart",
 ]
