@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import random_images, tiny_model
 
-from tests.support.tiny import random_images, tiny_model
 from vision_lens.analysis import (
     CompAlign,
     alignment_report,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import FEATURE_CONFIGS, random_images, tiny_model
 
-from tests.support.tiny import FEATURE_CONFIGS, random_images, tiny_model
 from vision_lens.analysis import (
     mlp_bias_effect,
     neuron_direct_effects,

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from support.tiny import FEATURE_CONFIGS, random_images, tiny_model
 
-from tests.support.tiny import FEATURE_CONFIGS, random_images, tiny_model
 from vision_lens.analysis.sae import (
     StandardSAE,
     load_saelens_sae,
