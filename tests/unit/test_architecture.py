@@ -8,6 +8,7 @@ modules stay small enough to read in one sitting.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,15 @@ def test_modules_stay_readable(path):
             f"{relative} has {n_lines} lines (> {MAX_LINES}): split it by concern, or list it in "
             "LONG_MODULES with the one concept it holds."
         )
+
+
+def test_tests_import_helpers_as_support():
+    """``.ci/run`` runs plain ``pytest``, which does not put the repository root on sys.path:
+    ``from tests.support...`` works under ``python -m pytest`` only. Helpers are ``support.*``."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if re.search(r"^\s*(from|import) tests\.", path.read_text(encoding="utf-8"), re.M)
+    ]
+    assert offenders == []
