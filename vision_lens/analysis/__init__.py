@@ -18,6 +18,8 @@
 * :class:`CompAlign`, :func:`select_components`, :func:`alignment_report`: per-component linear
   maps into a CLIP space (Balasubramanian et al. §4); :func:`component_scores`: components ranked
   per property (their Algorithm 2).
+* :func:`component_retrieval`, :func:`aligned_token_heatmaps`, :func:`layer_ablation_curve`,
+  :func:`spurious_mitigation`, :func:`ranking_consistency`: their applications for any ViT.
 * :func:`splice_sae`, :func:`run_with_sae_cache`, :func:`sae_direct_effects`,
   :func:`load_saelens_sae`: sparse autoencoders spliced with their error as a separate term.
 """
@@ -38,6 +40,19 @@ from vision_lens.analysis.baselines import (
     chefer_relevance,
     gradcam,
     raw_attention,
+)
+from vision_lens.analysis.beyond_clip import (
+    TokenScores,
+    aligned_token_heatmaps,
+    aligned_token_scores,
+    component_retrieval,
+    ranking_consistency,
+)
+from vision_lens.analysis.beyond_clip_ablation import (
+    LayerAblationCurve,
+    SpuriousMitigation,
+    layer_ablation_curve,
+    spurious_mitigation,
 )
 from vision_lens.analysis.circuits import (
     PatchingScores,
@@ -182,6 +197,15 @@ __all__ = [
     "select_components",
     "ComponentScores",
     "component_scores",
+    "TokenScores",
+    "aligned_token_heatmaps",
+    "aligned_token_scores",
+    "component_retrieval",
+    "ranking_consistency",
+    "LayerAblationCurve",
+    "SpuriousMitigation",
+    "layer_ablation_curve",
+    "spurious_mitigation",
 ]
 
 
