@@ -111,6 +111,27 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _textspan(args: argparse.Namespace) -> int:
+    from vision_lens.apps.pipelines import run_textspan
+
+    result, paths = _call(run_textspan, args)
+    print(f"TextSpan on {result.n_heads} heads ({result.meta['n_images']} images, m={result.m})")
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from vision_lens.apps.pipelines import run_ablate
+
+    result, paths = _call(run_ablate, args)
+    for row in result["rows"]:
+        print(f"{row['accuracy']:7.1%}  {row['ablated']}")
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Option types: a bad value is refused by argparse, naming the option, before anything loads.
 
@@ -316,7 +337,74 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--overwrite", action="store_true", help="replace a collection in --out")
     col.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar")
     col.set_defaults(run=_collect, parser=col)
+    _add_pipelines(commands)
     return parser
+
+
+def _add_forward_dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="forward dtype of the model (default: the model's; statistics stay float64)",
+    )
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute the pass in OUT/collect (after changing --batch-size, --dtype, ...)",
+    )
+
+
+def _add_pipelines(commands: argparse._SubParsersAction) -> None:
+    """``textspan`` and ``ablate``: one resumable ``collect`` pass, then a table
+    (:mod:`vision_lens.apps.pipelines`)."""
+    ts = commands.add_parser(
+        "textspan",
+        help="TextSpan on every head over a folder of images: the texts that span each head's "
+        "direct effects (markdown, JSON, HTML)",
+        description="Collect every head's direct-effect moments over --images into OUT/collect "
+        "(rerunning resumes), then run TextSpan with a text pool on every head and write "
+        "textspan.md, textspan.json and textspan.html into --out.",
+    )
+    ts.add_argument("--images", required=True, help="folder of images")
+    ts.add_argument("--out", required=True, help="folder for the pass and the tables")
+    ts.add_argument(
+        "--pool",
+        help="text pool: a shipped name (shapes, general) or a text file, one description a "
+        "line (default: shapes for the shipped model, else general)",
+    )
+    ts.add_argument("--m", type=positive_int, default=10, help="texts per head (default 10)")
+    ts.add_argument(
+        "--rank",
+        type=positive_int,
+        default=80,
+        help="project the texts on each head's top directions first (default 80)",
+    )
+    _add_model_options(ts, batch_size=32)
+    _add_forward_dtype(ts)
+    ts.set_defaults(run=_textspan, parser=ts)
+
+    ab = commands.add_parser(
+        "ablate",
+        help="the mean-ablation table: zero-shot accuracy with all MLPs, or all attention "
+        "layers but the last k, mean-ablated",
+        description="Collect the layer direct effects of labelled images into OUT/collect "
+        "(rerunning resumes), then write ablation.md and ablation.json into --out. Labels: one "
+        "subfolder of --images per class, or --labels FILE of FILE,CLASS lines with --classes.",
+    )
+    ab.add_argument(
+        "--images", required=True, help="folder with one subfolder per class (or with --labels)"
+    )
+    ab.add_argument("--out", required=True, help="folder for the pass and the table")
+    ab.add_argument("--labels", help="text file of FILE,CLASS lines (FILE relative to --images)")
+    ab.add_argument(
+        "--classes",
+        nargs="+",
+        help="class texts, e.g. 'a photo of a dog' (default: the subfolder names)",
+    )
+    _add_model_options(ab, batch_size=32)
+    _add_forward_dtype(ab)
+    ab.set_defaults(run=_ablate, parser=ab)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +476,8 @@ def _check_options(args: argparse.Namespace) -> None:
             )
     elif args.subcommand == "collect":
         _check_collect(args)
+    elif args.subcommand in ("textspan", "ablate"):
+        _check_pipeline(args)
     _check_model(args.model_name, args.pretrained)
 
 
@@ -421,6 +511,19 @@ def _check_collect(args: argparse.Namespace) -> None:
             f"--what {name!r} is not a product; {hint}choose from {', '.join(known)}, "
             "hook:<hook name>, mean:<hook name>"
         )
+
+
+def _check_pipeline(args: argparse.Namespace) -> None:
+    """``vision-lens textspan`` / ``ablate``: the folders, the pool or the labels, before any
+    model loads."""
+    from vision_lens.apps import pipelines
+
+    if args.subcommand == "textspan":
+        pipelines.check_images(args.images)
+        pipelines.resolve_pool(args.pool, args.model_name)
+    else:
+        pipelines.ablation_data(args.images, args.classes, args.labels)
+    pipelines.check_out(args.out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     # A bad option exits here (SystemExit(2), after its one line), as argparse does.
     args, extra = parser.parse_known_args(argv)
     if args.subcommand is None:
-        parser.error("choose a command: report or eval-seg")
+        commands = next(a for a in parser._actions if a.dest == "subcommand").choices
+        parser.error("choose a command: " + ", ".join(commands))
     if extra:
         args.parser.error(f"unrecognized arguments: {' '.join(map(shlex.quote, extra))}")
     args.command = " ".join(["vision-lens", *map(shlex.quote, argv)])  # recorded in results

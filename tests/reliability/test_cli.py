@@ -100,7 +100,7 @@ SEVEN = ["t1", "t2", "t3", "t4", "t5", "t6", "t7"]
 # (argv, regex the message after "error: " must match); {tmp} is the working folder.
 CASES = [
     # The command itself
-    ([], r"^vision-lens: error: choose a command: report or eval-seg"),
+    ([], r"^vision-lens: error: choose a command: report, eval-seg, collect, textspan, ablate"),
     (["frobnicate"], r"^vision-lens: error: argument COMMAND: invalid choice: 'frobnicate'"),
     (["--bogus", "report"], r"unrecognized arguments: --bogus"),
     (["report", "--bogus"], r"unrecognized arguments: --bogus"),

@@ -1,0 +1,331 @@
+"""Throughput and memory of ``vl.collect`` against a bare forward pass of the same model.
+
+On the shipped shapes-world CLIP (``vl.load_shapes_clip()``: 6 layers, 4 heads, width 128,
+64 px images, 65 tokens), float32, every call under ``torch.no_grad()``, batches of 64
+(``--batch``), it measures over the same images:
+
+* ``forward``: the bare forward ``model(images)``, batch by batch, the batches assembled from the
+  dataset exactly as ``collect`` assembles them;
+* ``collect``: ``vl.collect(model, data, ["heads", "tokens"], out, directions=D)`` with ``D``
+  100 random unit text directions ``[100, d_embed]`` (seed 0): every head's and every token's
+  direct effect projected on them, written to shards in a temporary folder (default
+  ``shard_size`` = 8 batches, no progress bar).
+
+Images/s of each and their ratio (``collect / forward``; the target is >= 0.9), and the peak
+resident set size during ``collect`` (``VmHWM``, reset through ``/proc/self/clear_refs`` just
+before it; on CUDA also ``max_memory_allocated``) at 1x, 4x and 16x dataset sizes (256, 1,024,
+4,096 images; ``--quick``: 32, 64, 128 images in batches of 16): per-image products go to disk
+shard by shard, so the peak stays flat as the dataset grows.
+
+The images: 256 shapes-world scenes (``vl.shapes.generate(256, seed=0)``, preprocessed once) read
+in a cycle by a lazy dataset, so the data in memory is the same at every size. Each size runs in
+a fresh ``fork`` of a parent that has only imported the libraries (no computation, no CUDA), so
+one size's allocator state cannot help another; in it the model loads, one batch of each call
+warms up, then ``forward`` and ``collect`` alternate ``--rounds`` times (the ratio is the median
+of the per-round ratios). MB are 2**20 bytes.
+
+Results go to ``benchmarks/results/bench_collect.json`` (``bench_collect_quick.json`` with
+``--quick``); a markdown table is printed.
+
+Usage::
+
+    python benchmarks/bench_collect.py                  # 256 / 1,024 / 4,096 images, batch 64
+    python benchmarks/bench_collect.py --quick          # 32 / 64 / 128 images, batch 16
+    python benchmarks/bench_collect.py --device cuda    # records the GPU's name
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from common import benchmark_parser, parse_benchmark_args
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR / "bench_collect.json"
+QUICK_RESULTS = RESULTS_DIR / "bench_collect_quick.json"
+FULL = {"sizes": [256, 1024, 4096], "batch": 64, "bank": 256}
+QUICK = {"sizes": [32, 64, 128], "batch": 16, "bank": 32}
+N_DIRECTIONS = 100
+WHAT = ["heads", "tokens"]
+MB = 2**20
+MARK = "BENCH_COLLECT_RESULT "
+
+
+def build_parser():
+    parser = benchmark_parser(__doc__, RESULTS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (32/64/128, batch 16)")
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (default 64)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="dataset sizes (default 256 1024 4096)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="forward/collect alternations")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per size")
+    return parser
+
+
+# ------------------------------------------------------------------ memory
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+# ------------------------------------------------------------------ one size (in a fork)
+class CycledImages(torch.utils.data.Dataset):
+    """``n`` images read in a cycle from a fixed bank of preprocessed images (the data in memory
+    does not grow with ``n``)."""
+
+    def __init__(self, bank: torch.Tensor, n: int):
+        self.bank, self.n = bank, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.bank[index % len(self.bank)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(n: int, args, cfg: dict) -> dict:
+    import vision_lens as vl
+    from vision_lens.shapes.encoding import images_to_tensor
+
+    device = torch.device(args.device)
+    model, _ = vl.load_shapes_clip(device=device)
+    model.eval()
+    bank = images_to_tensor(vl.shapes.generate(cfg["bank"], seed=0).images)
+    data = CycledImages(bank, n)
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(N_DIRECTIONS, model.cfg.d_embed, generator=generator)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    batch = cfg["batch"]
+
+    def forward(count: int) -> None:
+        with torch.no_grad():
+            for lo in range(0, count, batch):
+                images = torch.stack([data[i] for i in range(lo, min(count, lo + batch))])
+                model(images.to(device, model.dtype))
+        _sync(device)
+
+    def run_collect(folder: str, source) -> None:
+        vl.collect(
+            model, source, WHAT, folder, batch_size=batch, directions=directions, progress=False
+        )
+        _sync(device)
+
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up: one batch of each
+        forward(min(n, batch))
+        run_collect(tmp, CycledImages(bank, min(n, batch)))
+    _trim()
+
+    forward_s, collect_s, peaks, peaks_cuda = [], [], [], []
+    rss_before = None
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        forward(n)
+        forward_s.append(time.perf_counter() - t)
+        _trim()
+        with tempfile.TemporaryDirectory() as tmp:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            before = _status_kb("VmRSS") * 1024
+            rss_before = before if rss_before is None else rss_before
+            exact = _reset_peak_rss()
+            t = time.perf_counter()
+            run_collect(str(Path(tmp) / f"run{r}"), data)
+            collect_s.append(time.perf_counter() - t)
+            peaks.append(_status_kb("VmHWM") * 1024 if exact else _status_kb("VmRSS") * 1024)
+            if device.type == "cuda":
+                peaks_cuda.append(torch.cuda.max_memory_allocated(device) / MB)
+            stored = sum(p.stat().st_size for p in Path(tmp).rglob("*.safetensors"))
+        _trim()
+    ratios = [f / c for f, c in zip(forward_s, collect_s, strict=True)]
+    out = {
+        "images": n,
+        "forward_s": forward_s,
+        "collect_s": collect_s,
+        "forward_images_per_s": n / statistics.median(forward_s),
+        "collect_images_per_s": n / statistics.median(collect_s),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "peak_rss_mb": statistics.median(peaks) / MB,
+        "rss_before_mb": rss_before / MB,
+        "peak_added_mb": statistics.median(p - rss_before for p in peaks) / MB,
+        "stored_mb": stored / MB,
+        "memory_method": "VmHWM (reset via /proc/self/clear_refs)" if exact else "VmRSS after",
+    }
+    if peaks_cuda:
+        out["cuda_max_allocated_mb"] = statistics.median(peaks_cuda)
+    return out
+
+
+def _run_forked(n: int, args, cfg: dict) -> dict:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: measure, send the result, leave without the parent's cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            signal.alarm(max(1, int(args.timeout)))
+            try:
+                out = measure(n, args, cfg)
+            except Exception:
+                out = {"images": n, "error": traceback.format_exc()}
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(MARK + json.dumps(out) + "\n")
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    for line in reversed(data.splitlines()):
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])
+    return {"images": n, "error": f"worker exited with status {status}"}
+
+
+# ------------------------------------------------------------------ parent
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "vision_lens"):
+        try:
+            out[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| images | forward img/s | collect img/s | collect / forward | peak RSS MB "
+        "| added MB | stored MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if "error" in row:
+            reason = row["error"].strip().splitlines()[-1][:200]
+            lines.append(f"| {row['images']} | error: {reason} | | | | | |")
+            continue
+        lines.append(
+            f"| {row['images']:,} | {row['forward_images_per_s']:.0f} "
+            f"| {row['collect_images_per_s']:.0f} | {row['ratio']:.2f} "
+            f"| {row['peak_rss_mb']:.0f} | {row['peak_added_mb']:.0f} | {row['stored_mb']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parse_benchmark_args(parser, argv)
+    if args.quick and args.out == RESULTS:
+        args.out = QUICK_RESULTS
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.batch is not None:
+        cfg["batch"] = args.batch
+    if args.sizes is not None:
+        cfg["sizes"] = args.sizes
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    import vision_lens  # noqa: F401 - imported once here, before the forks (no computation)
+    from vision_lens.shapes.encoding import images_to_tensor  # noqa: F401
+
+    gc.freeze()
+    load_before = os.getloadavg()[0]
+    rows = []
+    for n in cfg["sizes"]:
+        row = _run_forked(n, args, cfg)
+        rows.append(row)
+        print(
+            f"{n} images: "
+            + (
+                f"ratio {row['ratio']:.2f}, peak {row['peak_rss_mb']:.0f} MB"
+                if "error" not in row
+                else row["error"].strip().splitlines()[-1]
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    gpu = None
+    if torch.device(args.device).type == "cuda":
+        gpu = torch.cuda.get_device_name(torch.device(args.device))
+    ok = [row for row in rows if "error" not in row]
+    result = {
+        "config": {
+            "model": "vl.load_shapes_clip() (6 layers, 4 heads, d_model 128, 64 px, 65 tokens)",
+            "what": WHAT,
+            "directions": [N_DIRECTIONS, "d_embed"],
+            "batch": cfg["batch"],
+            "sizes": cfg["sizes"],
+            "image_bank": cfg["bank"],
+            "dtype": "float32",
+            "device": args.device,
+            "gpu": gpu,
+            "threads": args.threads or torch.get_num_threads(),
+            "rounds": args.rounds,
+            "isolation": "fork per size",
+        },
+        "versions": _versions(),
+        "cpu": platform.processor() or platform.machine(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
+        "mb": "2**20 bytes",
+        "ratio_collect_over_forward": statistics.median(r["ratio"] for r in ok) if ok else None,
+        "peak_rss_mb_by_size": {str(r["images"]): r["peak_rss_mb"] for r in ok},
+        "sizes": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"shapes CLIP, batch {cfg['batch']}, {args.device}{f' ({gpu})' if gpu else ''}, "
+        f"{result['config']['threads']} threads; collect {WHAT} projected on {N_DIRECTIONS} "
+        "directions vs a bare forward\n"
+    )
+    print(_table(rows))
+    print(f"\nsaved {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
