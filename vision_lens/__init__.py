@@ -64,7 +64,7 @@ from vision_lens.errors import (
 )
 from vision_lens.hooked_vit import HookedViT
 from vision_lens.loading.base import LoadedTower
-from vision_lens.models import load_clip, load_clip_hf, load_shapes_clip
+from vision_lens.models import load_clip, load_clip_hf, load_shapes_clip, load_shapes_vit
 from vision_lens.readout import LinearReadout, Readout
 from vision_lens.streaming import CollectedRun, collect, open_collected
 from vision_lens.text import CLIPText, imagenet_classnames, imagenet_templates
@@ -130,6 +130,7 @@ __all__ = [
     "load_clip",
     "load_clip_hf",
     "load_shapes_clip",
+    "load_shapes_vit",
     "mean_ablate",
     "plot",
     "shapes",

@@ -1,6 +1,7 @@
 """Both towers of a CLIP/SigLIP model from one load: a HookedViT and a CLIPText.
 
 - :func:`load_shapes_clip`: the small CLIP trained on the shapes world, shipped with the package.
+- :func:`load_shapes_vit`: the small ViT classifier trained on the shapes world (timm, no text).
 
 - :func:`load_clip`: an open_clip model by name (CLIP, SigLIP, ...).
 - :func:`load_clip_hf`: a Hugging Face ``transformers`` ``CLIPModel`` or ``SiglipModel`` (hub id,
@@ -206,6 +207,36 @@ def load_shapes_clip(device: str | torch.device | None = None) -> tuple[HookedVi
 
     register_shapes_config()
     return load_clip(SHAPES_MODEL_NAME, str(shapes_weights_path()), device=device)
+
+
+def load_shapes_vit(device: str | torch.device | None = None, *, head: bool = True) -> HookedViT:
+    """Load the small ViT classifier trained on the shapes world (a plain timm ViT, not a CLIP).
+
+    A timm ``VisionTransformer`` (4 register tokens, no class token, average pooling, one linear
+    head over the concatenated class logits of shape, colour, size, position, texture,
+    background and object count) converted with :meth:`HookedViT.from_timm`; the logit slice of
+    each attribute is in ``vl.shapes.pretrained_vit.shapes_vit_config().slices``.
+
+    Args:
+        device: Torch device (default CPU).
+        head: Keep the classifier head (``model(x)`` gives the logits); ``False`` gives the
+            pooled, ``fc_norm``-ed features (what a linear probe reads).
+
+    Returns:
+        A :class:`vision_lens.HookedViT` (with ``model.preprocess``) whose ``model(x)`` equals
+        the timm model's.
+
+    Example:
+        >>> import vision_lens as vl
+        >>> model = vl.load_shapes_vit()  # doctest: +SKIP
+        >>> from vision_lens.shapes.encoding import images_to_tensor
+        >>> x = images_to_tensor(vl.shapes.generate(2, seed=0).images)
+        >>> model(x).shape  # doctest: +SKIP
+        torch.Size([2, 41])
+    """
+    from vision_lens.shapes.pretrained_vit import load_shapes_timm_vit
+
+    return HookedViT.from_timm(load_shapes_timm_vit(device, head=head), device=device)
 
 
 def load_clip_or_shapes(
