@@ -55,7 +55,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import gc
 import inspect
@@ -76,7 +75,13 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
-from common import benchmark_parser, parse_benchmark_args
+from common import (
+    benchmark_parser,
+    parse_benchmark_args,
+    reset_peak_rss,
+    status_kb,
+    trim_memory,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS = RESULTS_DIR / "bench_cache.json"
@@ -137,51 +142,24 @@ def shape(args) -> dict:
 
 
 # ------------------------------------------------------------------ worker (one measurement)
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS; False where ``/proc/self/clear_refs`` is not
-    writable."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _trim() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class _RssSampler:
     """Fallback peak-RSS tracker: a thread reading ``VmRSS`` every millisecond."""
 
     def __init__(self) -> None:
-        self.peak = _status_kb("VmRSS")
+        self.peak = status_kb("VmRSS")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _status_kb("VmRSS"))
+            self.peak = max(self.peak, status_kb("VmRSS"))
             time.sleep(0.001)
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
-        return max(self.peak, _status_kb("VmRSS"))
+        return max(self.peak, status_kb("VmRSS"))
 
 
 def _cache_stats(cache) -> dict:
@@ -322,7 +300,7 @@ def measure(variant: str, args) -> dict:
     with torch.no_grad():
         result = call()  # warm-up
         del result
-        _trim()
+        trim_memory()
         sampler = None
         if cuda:
             torch.cuda.synchronize(device)
@@ -330,8 +308,8 @@ def measure(variant: str, args) -> dict:
             before = torch.cuda.memory_allocated(device)
             method = "cuda max_memory_allocated - memory_allocated before"
         else:
-            before = _status_kb("VmRSS") * 1024
-            if _reset_peak_rss():
+            before = status_kb("VmRSS") * 1024
+            if reset_peak_rss():
                 method = "VmHWM (reset via /proc/self/clear_refs) - VmRSS before"
             else:
                 sampler = _RssSampler()
@@ -346,7 +324,7 @@ def measure(variant: str, args) -> dict:
         elif sampler is not None:
             peak = sampler.stop() * 1024
         else:
-            peak = _status_kb("VmHWM") * 1024
+            peak = status_kb("VmHWM") * 1024
         stats = _cache_stats(result[1])  # the result is still alive here
         del result
         allocated = None if cuda else _allocator_peak(call)

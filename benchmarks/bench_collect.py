@@ -36,7 +36,6 @@ Usage::
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import gc
 import json
@@ -51,7 +50,13 @@ import traceback
 from pathlib import Path
 
 import torch
-from common import benchmark_parser, parse_benchmark_args
+from common import (
+    benchmark_parser,
+    parse_benchmark_args,
+    reset_peak_rss,
+    status_kb,
+    trim_memory,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS = RESULTS_DIR / "bench_collect.json"
@@ -78,31 +83,6 @@ def build_parser():
 
 
 # ------------------------------------------------------------------ memory
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _trim() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 # ------------------------------------------------------------------ one size (in a fork)
 class CycledImages(torch.utils.data.Dataset):
     """``n`` images read in a cycle from a fixed bank of preprocessed images (the data in memory
@@ -153,7 +133,7 @@ def measure(n: int, args, cfg: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: one batch of each
         forward(min(n, batch))
         run_collect(tmp, CycledImages(bank, min(n, batch)))
-    _trim()
+    trim_memory()
 
     forward_s, collect_s, peaks, peaks_cuda = [], [], [], []
     rss_before = None
@@ -161,21 +141,21 @@ def measure(n: int, args, cfg: dict) -> dict:
         t = time.perf_counter()
         forward(n)
         forward_s.append(time.perf_counter() - t)
-        _trim()
+        trim_memory()
         with tempfile.TemporaryDirectory() as tmp:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            before = _status_kb("VmRSS") * 1024
+            before = status_kb("VmRSS") * 1024
             rss_before = before if rss_before is None else rss_before
-            exact = _reset_peak_rss()
+            exact = reset_peak_rss()
             t = time.perf_counter()
             run_collect(str(Path(tmp) / f"run{r}"), data)
             collect_s.append(time.perf_counter() - t)
-            peaks.append(_status_kb("VmHWM") * 1024 if exact else _status_kb("VmRSS") * 1024)
+            peaks.append(status_kb("VmHWM") * 1024 if exact else status_kb("VmRSS") * 1024)
             if device.type == "cuda":
                 peaks_cuda.append(torch.cuda.max_memory_allocated(device) / MB)
             stored = sum(p.stat().st_size for p in Path(tmp).rglob("*.safetensors"))
-        _trim()
+        trim_memory()
     ratios = [f / c for f, c in zip(forward_s, collect_s, strict=True)]
     out = {
         "images": n,

@@ -4,6 +4,8 @@ the thread count before anything is timed."""
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 from pathlib import Path
 
 import torch
@@ -23,3 +25,33 @@ def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
+
+
+def status_kb(field: str) -> int:
+    """A field of ``/proc/self/status`` in kB (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS; False where ``/proc/self/clear_refs`` is not
+    writable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so the
+    next measurement starts from what is really held."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
