@@ -61,7 +61,6 @@ import inspect
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -79,6 +78,7 @@ from common import (
     benchmark_parser,
     parse_benchmark_args,
     reset_peak_rss,
+    run_in_fork,
     status_kb,
     trim_memory,
 )
@@ -394,29 +394,12 @@ def _run_subprocess(args, variant: str, check: bool) -> dict:
 
 def _run_forked(args, variant: str, check: bool) -> dict:
     child_args = build_parser().parse_args(_worker_argv(args, variant, check))
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: measure, send the result, leave without running the parent's cleanup
-        code = 0
-        try:
-            os.close(read_fd)
-            signal.alarm(max(1, int(args.timeout)))  # a hung child dies; the parent records it
-            torch.set_num_threads(child_args.threads)
-            try:
-                out = measure(variant, child_args)
-            except Exception:
-                out = {"variant": variant, "error": traceback.format_exc()}
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(MARK + json.dumps(out) + "\n")
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return _parse_worker_output(variant, data, "", status)
+
+    def child() -> dict:
+        torch.set_num_threads(child_args.threads)
+        return measure(variant, child_args)
+
+    return run_in_fork(child, args.timeout, {"variant": variant})
 
 
 def _preimport(variants) -> None:

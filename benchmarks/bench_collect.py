@@ -41,12 +41,10 @@ import gc
 import json
 import os
 import platform
-import signal
 import statistics
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -54,6 +52,7 @@ from common import (
     benchmark_parser,
     parse_benchmark_args,
     reset_peak_rss,
+    run_in_fork,
     status_kb,
     trim_memory,
 )
@@ -66,7 +65,6 @@ QUICK = {"sizes": [32, 64, 128], "batch": 16, "bank": 32}
 N_DIRECTIONS = 100
 WHAT = ["heads", "tokens"]
 MB = 2**20
-MARK = "BENCH_COLLECT_RESULT "
 
 
 def build_parser():
@@ -177,31 +175,7 @@ def measure(n: int, args, cfg: dict) -> dict:
 
 
 def _run_forked(n: int, args, cfg: dict) -> dict:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: measure, send the result, leave without the parent's cleanup
-        code = 0
-        try:
-            os.close(read_fd)
-            signal.alarm(max(1, int(args.timeout)))
-            try:
-                out = measure(n, args, cfg)
-            except Exception:
-                out = {"images": n, "error": traceback.format_exc()}
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(MARK + json.dumps(out) + "\n")
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    for line in reversed(data.splitlines()):
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK) :])
-    return {"images": n, "error": f"worker exited with status {status}"}
+    return run_in_fork(lambda: measure(n, args, cfg), args.timeout, {"images": n})
 
 
 # ------------------------------------------------------------------ parent

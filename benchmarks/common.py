@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import json
+import os
+import signal
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,3 +60,33 @@ def trim_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def run_in_fork(measure: Callable[[], dict], timeout: float, failed: dict) -> dict:
+    """``measure()`` in a forked child (a fresh allocator, the parent's imports), its JSON result
+    sent back through a pipe. A child that raises, hangs past ``timeout`` seconds (``SIGALRM``)
+    or dies returns ``failed`` plus an ``"error"`` entry instead."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: measure, send the result, leave without running the parent's cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            signal.alarm(max(1, int(timeout)))  # a hung child dies; the parent records it
+            try:
+                out = measure()
+            except Exception:
+                out = {**failed, "error": traceback.format_exc()}
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(json.dumps(out))
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if data:
+        return json.loads(data)
+    return {**failed, "error": f"worker exited with status {status}"}
