@@ -252,6 +252,12 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
             self.weights.check(self.model)
 
     def _missing_message(self, name: str) -> str:
+        if name not in self.model.decomposition_hooks():
+            return (
+                f"This cache lacks {name!r}. Cache it: model.run_with_cache(images) with no "
+                "names_filter, or one that keeps it (a decomposition cache keeps only what the "
+                "decompositions read)."
+            )
         missing = [n for n in self.model.decomposition_hooks() if n not in self.cache_dict]
         if name not in missing:
             missing.insert(0, name)
@@ -263,7 +269,21 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
             "names_filter=model.decomposition_hooks() (or no filter)."
         )
 
-    def _get(self, name: str) -> Tensor:
+    def entry(self, name: str) -> Tensor:
+        """A cached entry as the decompositions read it: with its batch axis (also after
+        ``remove_batch_dim``), in float32 when stored in reduced precision (``cache_dtype``).
+
+        Raises:
+            IncompleteCacheError: The cache lacks it (the message says how to cache it).
+
+        Example:
+            >>> import torch, vision_lens as vl
+            >>> model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
+            >>> _, cache = model.run_with_cache(torch.randn(1, 3, 16, 16),
+            ...                                 cache_dtype=torch.bfloat16)
+            >>> cache.entry("blocks.0.mlp.hook_post").dtype
+            torch.float32
+        """
         if name not in self.cache_dict:
             raise IncompleteCacheError(self._missing_message(name))
         tensor = self.cache_dict[name]
@@ -314,13 +334,24 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
         if ln_mode not in LN_MODES:
             raise ValueError(f"ln_mode must be one of {LN_MODES}, got {ln_mode!r}.")
 
-    def _rows(self, name: str, pos_dim: int = 1) -> Tensor:
-        """The readout's query rows of a cached activation (``pos_dim`` is the position axis).
+    def readout_rows(self, name: str, pos_dim: int = 1) -> Tensor:
+        """:meth:`entry` ``name`` at the positions the readout reads (``pos_dim`` is the position
+        axis): the rows every direct effect flows through.
 
         A full cache is sliced here; a decomposition cache already holds just those rows. Any
         other length (e.g. a ``pos_slice`` of other rows) is refused rather than misread.
+
+        Raises:
+            IncompleteCacheError: The entry is missing or holds other positions.
+
+        Example:
+            >>> import torch, vision_lens as vl
+            >>> model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
+            >>> _, cache = model.run_with_cache(torch.randn(2, 3, 16, 16))
+            >>> cache.readout_rows("blocks.1.hook_resid_post").shape  # the class token
+            torch.Size([2, 1, 32])
         """
-        tensor = self._get(name)
+        tensor = self.entry(name)
         rows = self.model.readout.query_positions
         n_query = rows.stop - rows.start
         length = tensor.shape[pos_dim]
@@ -331,8 +362,8 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
         if length == n_query:
             return tensor
         raise IncompleteCacheError(
-            f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but the "
-            f"decomposition needs all {self.model.cfg.n_pos} positions or exactly the {n_query} "
+            f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but direct "
+            f"effects need all {self.model.cfg.n_pos} positions or exactly the {n_query} "
             f"positions the readout reads ({rows.start}..{rows.stop - 1}). Was it cached with "
             "pos_slice? Use model.run_with_decomposition_cache(images) instead."
         )
@@ -340,7 +371,7 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
     def _values(self, layer: int) -> Tensor:
         """``blocks.{layer}.attn.hook_v`` ``[batch, pos, head, d_head]``, every source token."""
         name = f"blocks.{layer}.attn.hook_v"
-        values = self._get(name)
+        values = self.entry(name)
         if values.shape[1] != self.model.cfg.n_pos:
             raise IncompleteCacheError(
                 f"Cache entry {name!r} has {values.shape[1]} positions; the decomposition needs "
@@ -353,10 +384,10 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
         self._check_usable()
         model = self.model
         last = self.model.cfg.n_layers - 1
-        z = self._rows(f"blocks.{last}.hook_resid_post")
-        scale = self._get("ln_final.hook_scale")
+        z = self.readout_rows(f"blocks.{last}.hook_resid_post")
+        scale = self.entry("ln_final.hook_scale")
         if not model.readout.after_pool:
-            scale = self._rows("ln_final.hook_scale")
+            scale = self.readout_rows("ln_final.hook_scale")
         is_map = self.model.cfg.readout == "map"
         lin = model.readout.linear(
             z,
@@ -364,8 +395,8 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
             model.ln_final,
             model.W_proj,
             model.b_proj,
-            pool_pattern=self._get("readout.attn.hook_pattern") if is_map else None,
-            mlp_out=self._get("readout.hook_mlp_out") if is_map else None,
+            pool_pattern=self.entry("readout.attn.hook_pattern") if is_map else None,
+            mlp_out=self.entry("readout.hook_mlp_out") if is_map else None,
         )
         y = lin.map_term(z, centre=False) - lin.m_term + lin.const
         if lin.nonlinear is not None:
@@ -451,7 +482,7 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
     def _effective_rows(self, layer: int, frozen: _Frozen) -> tuple[Tensor, Tensor]:
         """Pattern rows weighted by the readout, ``R[b, g, h, i] = sum_q w[b, g, q] A[b, h, q, i]``
         ``[batch, channel, head, pos]``, and values ``[batch, pos, head, d_head]``."""
-        pattern = self._rows(f"blocks.{layer}.attn.hook_pattern", pos_dim=2)
+        pattern = self.readout_rows(f"blocks.{layer}.attn.hook_pattern", pos_dim=2)
         rows = torch.einsum("bgq,bhqk->bghk", frozen.lin.w, pattern)
         return rows, self._values(layer)
 
@@ -510,11 +541,13 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
         self._check_mode(ln_mode)
         frozen = self._frozen()
         share = self._split_share()
-        terms = [self._map_term(self._rows("blocks.0.hook_resid_pre"), frozen, ln_mode, share)]
+        terms = [
+            self._map_term(self.readout_rows("blocks.0.hook_resid_pre"), frozen, ln_mode, share)
+        ]
         labels = [ComponentId("embed")]
         for layer in range(self.model.cfg.n_layers):
             for kind, hook in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
-                c = self._rows(f"blocks.{layer}.{hook}")
+                c = self.readout_rows(f"blocks.{layer}.{hook}")
                 terms.append(self._map_term(c, frozen, ln_mode, share))
                 labels.append(ComponentId(kind, layer))
         if frozen.lin.nonlinear is not None:

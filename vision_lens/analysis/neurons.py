@@ -77,37 +77,16 @@ def _check_cache(cache: object) -> ActivationCache:
     return cache
 
 
-def _get(cache: ActivationCache, name: str) -> Tensor:
-    try:
-        tensor = cache[name]
-    except KeyError:
-        raise IncompleteCacheError(
-            f"The cache lacks {name!r}, which the neuron analyses read. Cache every hook: "
-            "model.run_with_cache(images) without names_filter (a decomposition cache keeps "
-            "only what the decompositions read)."
-        ) from None
-    dtype = torch.promote_types(tensor.dtype, torch.float32)  # reduced precision: upcast
-    return tensor.to(dtype)
-
-
-def _positions(cache: ActivationCache, name: str, rows: slice | None, pos_dim: int = 1) -> Tensor:
-    """A cached entry at the positions ``rows`` (``None``: every position is required)."""
-    tensor = _get(cache, name)
+def _every_position(cache: ActivationCache, name: str) -> Tensor:
+    """:meth:`ActivationCache.entry` ``name``, which must hold every position."""
+    tensor = cache.entry(name)
     n_pos = cache.model.cfg.n_pos
-    length = tensor.shape[pos_dim]
-    if length == n_pos:
-        if rows is None:
-            return tensor
-        index = [slice(None)] * tensor.dim()
-        index[pos_dim] = rows
-        return tensor[tuple(index)]
-    if rows is not None and length == rows.stop - rows.start:
-        return tensor
-    need = f"all {n_pos} positions" if rows is None else f"the readout's rows {rows}"
-    raise IncompleteCacheError(
-        f"Cache entry {name!r} has {length} positions along axis {pos_dim}, but this needs "
-        f"{need}. Cache without pos_slice: model.run_with_cache(images)."
-    )
+    if tensor.shape[1] != n_pos:
+        raise IncompleteCacheError(
+            f"Cache entry {name!r} has {tensor.shape[1]} positions, but this needs all {n_pos}. "
+            "Cache without pos_slice: model.run_with_cache(images)."
+        )
+    return tensor
 
 
 def _directions(directions: object, d_embed: int, like: Tensor) -> Tensor | None:
@@ -143,13 +122,15 @@ def _to_output(x: Tensor, M_out: Tensor | None) -> Tensor:
     return x.sum(2) if M_out is None else torch.einsum("bngk,gke->bne", x, M_out)
 
 
-def _activations(cache: ActivationCache, layer: int, rows: slice | None) -> Tensor:
+def _activations(cache: ActivationCache, layer: int, readout_rows: bool) -> Tensor:
     """What multiplies ``W_out``: ``hook_post`` (or, for an MLP with a norm over its hidden
-    layer, that norm's output, its statistics frozen) ``[batch, pos, d_mlp]``."""
+    layer, that norm's output, its statistics frozen) ``[batch, pos, d_mlp]``, at the readout's
+    rows or at every position."""
     mlp = cache.model.blocks[layer].mlp
+    read = cache.readout_rows if readout_rows else lambda name: _every_position(cache, name)
     if mlp.ln is None:
-        return _positions(cache, f"blocks.{layer}.mlp.hook_post", rows)
-    normed = _positions(cache, f"blocks.{layer}.mlp.ln.hook_normalized", rows)
+        return read(f"blocks.{layer}.mlp.hook_post")
+    normed = read(f"blocks.{layer}.mlp.ln.hook_normalized")
     out = normed * mlp.ln.w.detach().to(normed)
     return out if mlp.ln.bias is None else out + mlp.ln.bias.detach().to(normed)
 
@@ -212,7 +193,7 @@ def neuron_direct_effects(
     lin, norm = cache.frozen_readout()
     dirs = _directions(directions, cfg.d_embed, lin.w)
     M, M_out = _fold(lin, dirs)
-    act = _activations(cache, layer, cache.model.readout.query_positions).to(lin.w)
+    act = _activations(cache, layer, readout_rows=True).to(lin.w)
     W_out = cache.model.blocks[layer].mlp.W_out.detach().to(lin.w)  # [d_mlp, d_model]
     centre = ln_mode == "center" and lin.centers
     width = cfg.d_embed if dirs is None else dirs.shape[0]
@@ -315,17 +296,16 @@ def neuron_second_order_effects(
     lin, norm = cache.frozen_readout()
     dirs = _directions(directions, cfg.d_embed, lin.w)
     M, M_out = _fold(lin, dirs)
-    rows = model.readout.query_positions
     width = cfg.d_embed if dirs is None else dirs.shape[0]
     out = lin.w.new_zeros(lin.w.shape[0], len(ids), width)
     if layer == cfg.n_layers - 1:
         return out
-    act = _activations(cache, layer, None)[..., ids].to(lin.w)  # [batch, pos, n]
+    act = _activations(cache, layer, readout_rows=False)[..., ids].to(lin.w)  # [batch, pos, n]
     W_out = model.blocks[layer].mlp.W_out.detach().to(lin.w)[ids]  # [n, d_model]
     for later in range(layer + 1, cfg.n_layers):
         block = model.blocks[later]
-        scale = _positions(cache, f"blocks.{later}.ln1.hook_scale", None).to(lin.w)
-        pattern = _positions(cache, f"blocks.{later}.attn.hook_pattern", rows, pos_dim=2)
+        scale = _every_position(cache, f"blocks.{later}.ln1.hook_scale").to(lin.w)
+        pattern = cache.readout_rows(f"blocks.{later}.attn.hook_pattern", pos_dim=2)
         R = torch.einsum("bgq,bhqt->bght", lin.w, pattern.to(lin.w))  # effective rows
         coef = torch.einsum("bght,btn->bnhg", R, act / scale)  # [batch, n, head, channel]
         W_O = block.attn.W_O.detach().to(lin.w)  # [head, d_head, d_model]

@@ -47,7 +47,6 @@ from transformer_lens.hook_points import HookPoint
 
 from vision_lens.analysis.sae_format import StandardSAE, hook_width, load_saelens_sae
 from vision_lens.cache import ActivationCache
-from vision_lens.errors import IncompleteCacheError
 from vision_lens.utils.checks import check_finite
 
 SAE_HOOKS = ("hook_features", "hook_reconstruction", "hook_error")
@@ -293,30 +292,6 @@ class SAEDirectEffects(NamedTuple):
         return self.features.sum(1) + self.decoder_bias + self.error
 
 
-def _entry(cache: ActivationCache, name: str) -> Tensor:
-    if name not in cache.cache_dict:
-        raise IncompleteCacheError(
-            f"The cache lacks {name!r}, which sae_direct_effects reads. Cache it: "
-            "run_with_sae_cache(model, images, saes) or model.run_with_cache(images)."
-        )
-    tensor = cache[name]
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
-
-
-def _rows(cache: ActivationCache, name: str) -> Tensor:
-    """``name`` at the readout's query positions ``[batch, query, width]``."""
-    tensor = _entry(cache, name)
-    rows = cache.model.readout.query_positions
-    if tensor.shape[1] == cache.model.cfg.n_pos:
-        return tensor[:, rows]
-    if tensor.shape[1] == rows.stop - rows.start:
-        return tensor
-    raise IncompleteCacheError(
-        f"Cache entry {name!r} has {tensor.shape[1]} positions; sae_direct_effects needs all "
-        f"{cache.model.cfg.n_pos} or the readout's {rows.stop - rows.start}."
-    )
-
-
 def _affine_decoder(sae: SparseAutoencoder, d_sae: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """``(W_dec [d_sae, d_in], b_dec [d_in])``: the attributes when present, otherwise read off
     ``decode`` of the zero code and the unit codes."""
@@ -393,7 +368,7 @@ def sae_direct_effects(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
     lin, norm = cache.frozen_readout()
-    x = check_finite(_rows(cache, hook_name), hook_name).to(lin.w)
+    x = check_finite(cache.readout_rows(hook_name), hook_name).to(lin.w)
     with torch.no_grad():
         feats = sae.encode(x.to(_param_dtype(sae, x.dtype))).to(lin.w)
     W_dec, b_dec = _affine_decoder(sae, feats.shape[-1], lin.w)
