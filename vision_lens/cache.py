@@ -66,7 +66,7 @@ from vision_lens.cache_entries import LazyEntries
 from vision_lens.cache_tl import TransformerLensMethods
 from vision_lens.errors import IncompleteCacheError
 from vision_lens.readout import LinearReadout
-from vision_lens.utils.checks import layer_indices
+from vision_lens.utils.checks import check_directions, layer_indices
 from vision_lens.utils.deprecation import renamed_keyword
 from vision_lens.weight_record import WeightRecord
 
@@ -487,21 +487,8 @@ class ActivationCache(TransformerLensMethods, _TLActivationCache):
         return rows, self._values(layer)
 
     def _check_directions(self, directions: Tensor | None, like: Tensor) -> Tensor | None:
-        if directions is None:
-            return None
-        if not isinstance(directions, Tensor):
-            raise TypeError(f"directions must be a tensor [k, d_embed], got {type(directions)}.")
-        if directions.dim() == 1:
-            directions = directions[None]
-        d_embed = self.model.cfg.d_embed
-        if directions.dim() != 2 or directions.shape[1] != d_embed:
-            raise ValueError(
-                f"directions must have shape [k, {d_embed}] (the image embedding width), got "
-                f"{tuple(directions.shape)}. Were they made by the same CLIP model?"
-            )
-        if directions.shape[0] == 0:
-            raise ValueError("directions is empty: pass at least one direction.")
-        return directions.to(device=like.device, dtype=like.dtype)
+        directions = check_directions(directions, self.model.cfg.d_embed)
+        return None if directions is None else directions.to(device=like.device, dtype=like.dtype)
 
     # ------------------------------------------------------------------ public API
     @normalize_alias

@@ -188,6 +188,12 @@ CASES = [
         "directions contains 1 NaN",
     ),
     (
+        "decompose-heads-tokens-nan-directions",
+        lambda e: e.cache.decompose_heads_tokens(directions=_with(e.texts, NAN)),
+        ValueError,
+        "directions contains 1 NaN",
+    ),
+    (
         "patch-token-scores-list",
         lambda e: patch_token_scores(e.cache, e.texts.tolist()),
         TypeError,

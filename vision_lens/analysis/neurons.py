@@ -39,6 +39,7 @@ from vision_lens.readout import LinearReadout
 from vision_lens.utils.batching import batched
 from vision_lens.utils.checks import (
     check_batch_size,
+    check_directions,
     check_finite,
     layer_indices,
     neuron_indices,
@@ -90,19 +91,8 @@ def _every_position(cache: ActivationCache, name: str) -> Tensor:
 
 
 def _directions(directions: object, d_embed: int, like: Tensor) -> Tensor | None:
-    if directions is None:
-        return None
-    directions = check_finite(directions, "directions")
-    if directions.dim() == 1:
-        directions = directions[None]
-    if directions.dim() != 2 or directions.shape[1] != d_embed:
-        raise ValueError(
-            f"directions must have shape [k, {d_embed}] (the output width), got "
-            f"{tuple(directions.shape)}. Were they made by the same model?"
-        )
-    if directions.shape[0] == 0:
-        raise ValueError("directions is empty: pass at least one direction.")
-    return directions.to(device=like.device, dtype=like.dtype)
+    directions = check_directions(directions, d_embed)
+    return None if directions is None else directions.to(device=like.device, dtype=like.dtype)
 
 
 def _fold(lin: LinearReadout, directions: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -101,6 +101,35 @@ def neuron_indices(neurons: IndexLike, d_mlp: int, *, unique: bool = True) -> li
     return _indices(neurons, d_mlp, "neurons", unique=unique)
 
 
+def check_directions(directions: object, d_embed: int) -> Tensor | None:
+    """Directions in the output space as a finite ``[k, d_embed]`` tensor (one ``[d_embed]``
+    direction becomes ``[1, d_embed]``; ``None`` passes).
+
+    Raises:
+        TypeError: ``directions`` is not a tensor.
+        ValueError: Another width (made by another model?), no direction, NaN or infinity.
+
+    Example:
+        >>> import torch
+        >>> check_directions(torch.ones(4), 4).shape
+        torch.Size([1, 4])
+    """
+    if directions is None:
+        return None
+    if not isinstance(directions, Tensor):
+        raise TypeError(f"directions must be a tensor [k, d_embed], got {type(directions)}.")
+    if directions.dim() == 1:
+        directions = directions[None]
+    if directions.dim() != 2 or directions.shape[1] != d_embed:
+        raise ValueError(
+            f"directions must have shape [k, {d_embed}] (the image embedding width), got "
+            f"{tuple(directions.shape)}. Were they made by the same CLIP model?"
+        )
+    if directions.shape[0] == 0:
+        raise ValueError("directions is empty: pass at least one direction.")
+    return check_finite(directions, "directions")
+
+
 def check_batch_size(batch_size: object) -> int:
     """Return ``batch_size`` if it is a positive int.
 
