@@ -102,18 +102,18 @@ class ViTTrainConfig:
     """
 
     seed: int = 0
-    steps: int = 2000
-    batch_size: int = 32
+    steps: int = 2700
+    batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 100
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    n_images: int = 50_000
+    n_images: int = 100_000
     p_single: float = 0.85
     sincos_pos_init: bool = True
-    threads: int = 1
-    eval_every: int = 200
+    threads: int = 2
+    eval_every: int = 300
     n_val: int = 500
     checkpoint_every: int = 100
     max_minutes: float | None = None
