@@ -914,6 +914,472 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             """
         ),
     ],
+    # --------------------------------------------------------------------- 05 beyond CLIP
+    "05_beyond_clip.ipynb": [
+        md(
+            """
+            # Beyond CLIP: reading a ViT that has no text tower
+
+            The decompositions of the earlier notebooks read a CLIP's heads and MLPs with its
+            own text tower: every component writes into the space the texts live in. A ViT
+            trained for anything else (a classifier, DINO) has no such space. Balasubramanian
+            et al. (NeurIPS 2024, *Decomposing and interpreting image representations via text
+            in ViTs beyond CLIP*) map each component of such a model into a CLIP's image space
+            with its own linear map (**CompAlign**), then read it there with the CLIP's text
+            tower.
+
+            vision_lens ships such a pair, trained on the shapes world:
+
+            * the **ViT**: a plain timm `VisionTransformer` classifier (6 layers x 4 heads,
+              4 register tokens, no class token, average pooling), loaded with
+              `HookedViT.from_timm`; without its head its output is the pooled feature;
+            * the **CLIP**: the shapes-world CLIP of the other notebooks (image and text tower);
+            * the **CompAlign**: one map per ViT head and MLP into the CLIP's image space,
+              fitted label-free (`scripts/train_shapes_compalign.py`).
+
+            Sections: 1. the ViT's exact decomposition; 2. aligning it and checking the
+            alignment; 3. scoring components for properties (colour, shape, position);
+            4. applications: retrieval, token heatmaps, layer ablation, ranking consistency;
+            5. real models and fitting a CompAlign of your own.
+            """
+        ),
+        code(
+            """
+            import torch
+            from IPython.display import display
+
+            import vision_lens as vl
+            from vision_lens import shapes
+            from vision_lens.shapes.encoding import images_to_tensor
+            from vision_lens.shapes.pretrained_vit import shapes_vit_compalign_path
+
+            torch.set_grad_enabled(False)  # inference (section 5's fit turns it back on)
+            vit = vl.load_shapes_vit(head=False)  # the ViT classifier without its head
+            clip_model, text = vl.load_shapes_clip()  # the CLIP: image and text towers
+            aligner = vl.CompAlign.load(shapes_vit_compalign_path())  # ViT components -> CLIP
+            n_layers, n_heads = vit.cfg.n_layers, vit.cfg.n_heads
+            print(f"ViT: {n_layers} layers x {n_heads} heads, readout {vit.cfg.readout!r},")
+            print("     tokens", vit.readout.position_names()[:6], "...")
+            print(f"CompAlign: {len(aligner.ids)} maps, {aligner.d_source} -> {aligner.d_clip}")
+            """
+        ),
+        md(
+            """
+            Every number below is on held-out single-object scenes (seed 10,000: the maps never
+            saw them), so each image has one true colour, shape and position. Both models take
+            64x64 images normalised the same way: `images_to_tensor` is what each model's
+            `preprocess` does to a shapes image, for a whole batch at once.
+            """
+        ),
+        code(
+            """
+            PROPERTIES = ("color", "shape", "position")
+            scenes = shapes.generate(400, seed=10_000, n_objects=1)
+            images = images_to_tensor(scenes.images)  # [400, 3, 64, 64], for both models
+            labels = {p: torch.as_tensor(shapes.labels(scenes, p)) for p in PROPERTIES}
+            class_texts = {p: text.encode(shapes.prompts(p)) for p in PROPERTIES}  # unit norm
+
+
+            def describe(i):
+                obj = scenes.attributes[i][0]
+                return f"{obj['color']} {obj['shape']}, {obj['position']}"
+
+
+            print({p: shapes.prompts(p)[:3] for p in PROPERTIES})
+            scenes.grid(ncols=8, scale=2)
+            """
+        ),
+        md(
+            """
+            ## 1. The ViT's output is a sum of components
+
+            `vl.decompose_components` splits the ViT's output (the patch tokens averaged, then
+            normalised by `fc_norm`) into the exact direct effects of every head, every MLP,
+            each attention layer's output bias share (`L{l}_attn_bias`), the patch embedding
+            and the readout's bias. `select_components` keeps the heads, bias
+            shares and MLPs apart and sums the others into one `"rest"` term (the paper's
+            `c_init`), as the shipped CompAlign was fitted: these are the components it has
+            maps for. Both stay an exact split of the output.
+            """
+        ),
+        code(
+            """
+            features = vit(images)  # [400, 128]: the pooled feature the head would read
+            every = vl.decompose_components(
+                vit, images, head_layers=list(range(n_layers)), progress=False
+            )
+            print(every.labels[:6], "...", every.labels[-3:])
+            print("max |sum - ViT output| =", f"{(every.total() - features).abs().max():.1e}")
+            components = vl.select_components(every)  # heads, bias shares, MLPs + "rest"
+            print(len(components.labels), "components:", components.labels[:6], "...")
+            print("still exact:", f"{(components.total() - features).abs().max():.1e}")
+            print("the aligner's components:", components.labels == aligner.ids)
+            """
+        ),
+        code(
+            """
+            is_head = [label.kind == "head" for label in components.labels]
+            head_norms = components.terms[is_head].norm(dim=-1).mean(1)
+            vl.plot.head_grid(
+                head_norms.reshape(n_layers, n_heads),
+                title="ViT: mean norm of each head's term in the output",
+            )
+            """
+        ),
+        md(
+            """
+            ## 2. Align: every component into the CLIP's space
+
+            `aligner.align(components)` applies each component's map: `terms`
+            `[n, component, d_clip]`. Their sum stands in for the CLIP's embedding of the same
+            image. `alignment_report` measures how well: the mean cosine with the CLIP's own
+            embedding, and zero-shot accuracy of the mapped sum against the CLIP's class
+            prompts next to the CLIP itself (its ceiling). The ViT was never trained on text;
+            whatever zero-shot accuracy the mapped sum reaches comes from the maps putting its
+            features where the CLIP keeps the same information. A CompAlign with random
+            (unfitted) maps is the floor.
+            """
+        ),
+        code(
+            """
+            aligned = aligner.align(components)  # AlignedComponents: terms, ids
+            clip_embeds = clip_model(images)  # the CLIP's own embeddings of the same images
+            unfitted = vl.CompAlign(aligner.ids, aligner.d_source, aligner.d_clip, seed=0)
+            print("terms", tuple(aligned.terms.shape), "[image, component, d_clip]")
+            for name, maps in (("shipped CompAlign", aligner), ("random maps", unfitted)):
+                print(name)
+                for prop in PROPERTIES:
+                    report = vl.alignment_report(
+                        maps, components, clip_embeds, class_texts[prop], labels[prop]
+                    )
+                    print(
+                        f"  {prop:>8}: mapped sum {report.accuracy:.2f},",
+                        f"CLIP {report.clip_accuracy:.2f},",
+                        f"chance {1 / len(class_texts[prop]):.2f}",
+                    )
+                print(f"  cosine(mapped sum, CLIP embedding) = {report.cosine:.3f}")
+            """
+        ),
+        md(
+            """
+            ## 3. Scoring components for properties
+
+            `component_scores` is the paper's Algorithm 2. A property is given by the text
+            embeddings of its values ("a red object", "a green object", ...), orthogonalised
+            into a basis; the score of a component is the mean, over the basis directions, of
+            the correlation across images between the component's projection and the whole
+            representation's. A component scores high for colour when, along the colour
+            directions, it moves with the representation. The heatmaps show the heads (the
+            MLPs and `rest` are columns of the same table).
+            """
+        ),
+        code(
+            """
+            scores = vl.component_scores(aligned, class_texts)  # table [property, component]
+            for prop in PROPERTIES:
+                display(vl.plot.score_heatmap(scores, prop))
+            """
+        ),
+        md(
+            """
+            `rank_components(prop)` orders the components for one property;
+            `rank_properties(component)` orders the properties for one component. `rest` (the
+            embedding and the readout bias) and the attention bias shares are left out of the
+            lists below: they are not units one would name.
+            """
+        ),
+        code(
+            """
+            def top(scores, prop, k=3):  # the k best heads and MLPs for a property
+                ranked = scores.rank_components(prop)
+                return [c for c, _ in ranked if c.kind in ("head", "mlp")][:k]
+
+
+            for prop in PROPERTIES:
+                best = top(scores, prop)
+                print(f"{prop:>8}:", [f"{c} {scores.scores(prop)[c]:.2f}" for c in best])
+                first = best[0]
+                roles = ", ".join(f"{p} {s:.2f}" for p, s in scores.rank_properties(first))
+                print(f"{'':>10}{first} by property: {roles}")
+            vl.plot.top_components_chart(scores, top=8)
+            """
+        ),
+        md(
+            """
+            `method="variance"` is a basis-free variant: the share of the representation's
+            variance inside the property's text span that each component accounts for. Over
+            components that sum to the representation the shares sum to exactly 1, so the
+            bars read as "how much of the colour signal this component carries" (a share can
+            be negative: a component that works against the rest).
+            """
+        ),
+        code(
+            """
+            shares = vl.component_scores(aligned, class_texts, method="variance")
+            print("shares sum to", [round(s, 6) for s in shares.table.sum(1).tolist()])
+            for prop in PROPERTIES:
+                print(f"{prop:>8}:", [str(c) for c in top(shares, prop)])
+            vl.plot.top_components_chart(shares, top=8)
+            """
+        ),
+        md(
+            """
+            ## 4. Applications
+
+            ### Retrieval through one component
+
+            `vl.component_retrieval` ranks images by the cosine between a text and the sum of
+            chosen components (mapped into CLIP space). Each colour prompt ("a red object",
+            ...) is a query, and precision@16 is the share of the 16 images found whose object
+            has that colour. Through the top colour component alone (or the top three) the
+            images found should have the queried colour whatever their shape and position,
+            well above chance (1/8); through the top shape components the same queries should
+            do much worse; through all components together (the mapped sum) it is ordinary
+            zero-shot retrieval. The grid shows what the top colour component finds for
+            "a red object", with each image's true attributes.
+            """
+        ),
+        code(
+            """
+            colours = [a[0]["color"] for a in scenes.attributes]
+            subsets = {
+                "top colour component": top(scores, "color", 1),
+                "top 3 colour components": top(scores, "color", 3),
+                "top shape component": top(scores, "shape", 1),
+                "top 3 shape components": top(scores, "shape", 3),
+                "all components": list(aligned.ids),
+            }
+
+
+            def precision(subset, colour, k=16):  # share of the k found with that colour
+                query = class_texts["color"][shapes.COLORS.index(colour)]
+                hits = vl.component_retrieval(aligned, subset, query_text_embedding=query, k=k)
+                return sum(colours[i] == colour for i in hits.indices[0].tolist()) / k
+
+
+            print(f"{'precision@16':<26}{'mean over colours':>18}{'a red object':>14}")
+            for name, subset in subsets.items():
+                per_colour = [precision(subset, colour) for colour in shapes.COLORS]
+                mean = sum(per_colour) / len(per_colour)
+                red = per_colour[shapes.COLORS.index("red")]
+                shown = ", ".join(subset[:3]) + (", ..." if len(subset) > 3 else "")
+                print(f"{name:<26}{mean:>18.2f}{red:>14.2f}   {shown}")
+            print(f"{'chance':<26}{1 / len(shapes.COLORS):>18.2f}")
+            """
+        ),
+        code(
+            """
+            red = text.encode(["a red object"])
+            colour_head = top(scores, "color", 1)
+            hits = vl.component_retrieval(aligned, colour_head, query_text_embedding=red, k=8)
+            found = hits.indices[0].tolist()
+            vl.plot.retrieval_grid(
+                scenes.images[found],
+                scores=hits.scores[0],
+                titles=[describe(i) for i in found],
+                ncols=8,
+                title=f"'a red object' through {colour_head[0]} alone",
+            )
+            """
+        ),
+        md(
+            """
+            ### Token heatmaps through CompAlign
+
+            A head's term is a sum over the tokens it reads from, and each map is linear, so
+            the text's score of a head splits over tokens too: `aligned_token_heatmaps` gives
+            every patch's contribution `u^T f_i(c_{i,t})`, summed over the chosen components
+            (default: all; the MLPs and `rest` are no sum over tokens and do not enter the
+            map). Each column is one colour prompt minus the mean colour prompt
+            (`reference_embeddings`), so a patch is warm when it pushes the representation
+            toward that colour rather than toward colour in general. On the diagonal (each
+            image's own colour) the object should light up.
+            """
+        ),
+        code(
+            """
+            show = []  # the first images of three different colours
+            for i, colour in enumerate(colours):
+                if colour not in [colours[j] for j in show]:
+                    show.append(i)
+                if len(show) == 3:
+                    break
+            _, cache = vit.run_with_decomposition_cache(images[show])
+            queries = [shapes.prompts("color")[labels["color"][i]] for i in show]
+            heat = vl.aligned_token_heatmaps(
+                cache,
+                aligner,
+                text.encode(queries),
+                reference_embeddings=class_texts["color"],
+            )  # [image, text, 8, 8] on the patch grid
+            vl.plot.token_heatmap_grid(
+                [scenes.images[i] for i in show],
+                heat,
+                queries,
+                title="ViT patches through CompAlign: " + "; ".join(describe(i) for i in show),
+            )
+            """
+        ),
+        md(
+            """
+            ### Layer ablation
+
+            `layer_ablation_curve` replaces every component of a layer by its mean over the
+            images, layer after layer from the last one down (the paper's Figure 2), and reads
+            zero-shot accuracy off the mapped sum after each step. The first point (nothing
+            ablated) is the accuracy of section 2. For comparison, the shapes CLIP itself: it
+            *is* a CLIP, so its own components are already in the text space and need no map.
+            """
+        ),
+        code(
+            """
+            clip_components = vl.select_components(
+                vl.decompose_components(
+                    clip_model,
+                    images,
+                    head_layers=list(range(clip_model.cfg.n_layers)),
+                    progress=False,
+                )
+            )
+            curves = {}
+            for prop in PROPERTIES:
+                vit_curve = vl.layer_ablation_curve(aligned, labels[prop], class_texts[prop])
+                curves[f"ViT via CompAlign: {prop}"] = vit_curve.accuracy
+            for prop in PROPERTIES:
+                clip_curve = vl.layer_ablation_curve(
+                    clip_components, labels[prop], class_texts[prop]
+                )
+                curves[f"CLIP itself: {prop}"] = clip_curve.accuracy
+            steps = ["none"] + [f"L{min(layers)}+" for layers in vit_curve.layers[1:]]
+            vl.plot.line_chart(
+                curves,
+                x=steps,
+                title="Zero-shot accuracy as layers are mean-ablated, last layer first",
+                xaxis_title="layers mean-ablated (L3+: block 3 and every later block)",
+                yaxis_title="accuracy",
+            )
+            """
+        ),
+        md(
+            """
+            ### Ranking consistency
+
+            `ranking_consistency` compares two score tables: for each property, the Spearman
+            correlation between their orderings of the components they share (matched by
+            label). Here the ViT's scores through CompAlign against the CLIP's own scores,
+            computed directly on its components. The two are different models of the same
+            shape, so `L3H2` of one has nothing to do with `L3H2` of the other: head by head
+            the correlation says little. Merged into whole layers (`select_components(...,
+            heads=False)`: one attention term and one MLP term per block) it asks a question
+            that does make sense across models: do both compute a property at the same depth?
+            """
+        ),
+        code(
+            """
+            clip_scores = vl.component_scores(clip_components, class_texts)  # no map needed
+            per_component = vl.ranking_consistency(scores, clip_scores)
+            vit_layers = vl.select_components(
+                vl.Components(aligned.terms.transpose(0, 1), aligned.ids), heads=False
+            )  # the aligned terms, summed per attention layer
+            clip_layers = vl.select_components(clip_components, heads=False)
+            per_layer = vl.ranking_consistency(
+                vl.component_scores(vit_layers, class_texts),
+                vl.component_scores(clip_layers, class_texts),
+            )
+            for prop in PROPERTIES:
+                print(
+                    f"{prop:>8}: Spearman over heads and MLPs {per_component[prop]:+.2f},",
+                    f"over layers {per_layer[prop]:+.2f}",
+                )
+            print("CLIP's top colour components:", [str(c) for c in top(clip_scores, "color")])
+            """
+        ),
+        md(
+            """
+            ## 5. Real models
+
+            Everything above works on any ViT vision_lens loads (timm, Hugging Face) and any
+            open_clip CLIP. The one new piece is a CompAlign between the two, fitted once
+            with `CompAlign.fit` on unlabelled images (the paper: 50,000 ImageNet images, one
+            epoch, Adam with `lr=3e-4` and an orthogonality weight of `1/768`, the defaults
+            here). Not run in this notebook (it downloads two models):
+
+            ```python
+            import torch
+
+            import vision_lens as vl
+
+            vit = vl.HookedViT.from_timm("deit_base_patch16_224", pretrained=True, num_classes=0)
+            # or: vl.HookedViT.from_hf("facebook/dinov2-base"), any ViT vision_lens loads
+            clip_model, text = vl.load_clip("ViT-B-16", "laion2b_s34b_b88k")
+
+            pil_images = [...]  # unlabelled images from the domain you want to study
+            vit_images = torch.stack([vit.preprocess(im) for im in pil_images])
+            clip_images = torch.stack([clip_model.preprocess(im) for im in pil_images])
+            with torch.no_grad():
+                components = vl.select_components(  # heads and MLPs of the last 4 blocks
+                    vl.decompose_components(vit, vit_images, head_layers=[8, 9, 10, 11]),
+                    last_blocks=4,
+                )
+                clip_embeds = clip_model(clip_images)
+            aligner = vl.CompAlign.for_components(components, d_clip=clip_embeds.shape[-1])
+            aligner.fit(components, clip_embeds, epochs=1)  # early stopping on 10% held out
+            aligner.save("deit_b16_to_clip_b16/")  # later: vl.CompAlign.load(...)
+            ```
+
+            Each model gets its own transform of the same images. For many images on a GPU,
+            load both with `device="cuda"` and pass `fit` an iterable of
+            `(components, clip_embeds)` batches (a generator or a DataLoader) instead of two
+            tensors; every later call (`align`, `component_scores`, the applications) is the
+            same as above, with property texts of your own (`text.encode([...])`).
+
+            ### Fitting a CompAlign of your own
+
+            On the shapes pair a fit takes seconds: 500 scenes with one to four objects, no
+            labels read, up to 30 epochs at a higher learning rate than the paper's (there
+            are few images), early stopping on 10% of them. Then the same held-out report as in
+            section 2 for both aligners, and how consistently the two rank the components
+            (the same components this time, so the correlation is meaningful head by head).
+            """
+        ),
+        code(
+            """
+            train_scenes = shapes.generate(500, seed=1, n_objects=(1, 4))  # unlabelled
+            train_images = images_to_tensor(train_scenes.images)
+            train_components = vl.select_components(
+                vl.decompose_components(
+                    vit, train_images, head_layers=list(range(n_layers)), progress=False
+                )
+            )
+            train_clip = clip_model(train_images)
+            mine = vl.CompAlign.for_components(train_components, d_clip=train_clip.shape[-1])
+            with torch.enable_grad():  # fit trains with gradients
+                history = mine.fit(train_components, train_clip, epochs=30, lr=3e-3, progress=False)
+            print(f"{history.epochs} epochs, kept step {history.best_step}", end="")
+            print(" (stopped early)" if history.stopped_early else "")
+            vl.plot.line_chart(
+                {"held-out cosine": history.val_cosine},
+                x=history.steps,
+                title="Fitting a CompAlign: held-out cosine with the CLIP embedding",
+                xaxis_title="step",
+            )
+            """
+        ),
+        code(
+            """
+            for name, maps in (("shipped", aligner), ("mine", mine)):
+                reports = {
+                    p: vl.alignment_report(maps, components, clip_embeds, class_texts[p], labels[p])
+                    for p in PROPERTIES
+                }
+                accuracy = ", ".join(f"{p} {r.accuracy:.2f}" for p, r in reports.items())
+                print(f"{name:>8}: cosine {reports['color'].cosine:.3f}; zero-shot {accuracy}")
+            my_scores = vl.component_scores(mine.align(components), class_texts)
+            agreement = vl.ranking_consistency(my_scores, scores)
+            print("Spearman, mine vs shipped:", {p: round(r, 2) for p, r in agreement.items()})
+            """
+        ),
+    ],
     # ------------------------------------------------------------ 06 circuits, neurons, SAEs
     "06_circuits_neurons_saes.ipynb": [
         md(

@@ -21,6 +21,8 @@ TITLES = {
     "sae.json": "SAE on the shapes CLIP (JSON)",
     "circuits.md": "Circuits, neurons and the embedding lens",
     "circuits.json": "Circuits, neurons and the embedding lens (JSON)",
+    "beyond_clip.md": "Beyond CLIP: the shapes ViT through CompAlign",
+    "beyond_clip.json": "Beyond CLIP (JSON)",
 }
 
 

@@ -197,9 +197,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """The options every sub-command shares: which CLIP, batch size and device."""
-    parser.add_argument(
+def _add_model_options(parser: argparse.ArgumentParser, batch_size: int) -> argparse.Action:
+    """The options every sub-command shares (which CLIP, batch size, device); returns --model."""
+    model = parser.add_argument(
         "--model",
         dest="model_name",
         metavar="MODEL",
@@ -214,6 +214,7 @@ def _add_model_options(parser: argparse.ArgumentParser, batch_size: int) -> None
         default=argparse.SUPPRESS,  # keeps a --debug given before the sub-command
         help="show the traceback of an error",
     )
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,15 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     report = commands.add_parser(
         "report",
-        help="write one HTML page of figures: layer and head direct effects, attention "
-        "ablations, token heatmaps",
-        description="Write a self-contained HTML report. With no arguments it uses the shipped "
-        "shapes-world CLIP and generated scenes.",
+        help="write one HTML page of figures: direct effects, ablations, token heatmaps",
+        description="Write a self-contained HTML report. With no arguments: the shipped shapes "
+        "CLIP and generated scenes; --model shapes-vit: the shipped ViT read through CompAlign.",
     )
     report.add_argument(
         "--out", default="report.html", help="HTML file to write (its folder must exist)"
     )
-    _add_model_options(report, batch_size=64)
+    models = "open_clip name, or a non-CLIP ViT: shapes-vit, timm:NAME, hf:NAME (with --compalign)"
+    _add_model_options(report, batch_size=64).help = models + " (default: the shapes CLIP)"
+    report.add_argument("--compalign", metavar="DIR", help="CompAlign folder of a non-CLIP --model")
+    report.add_argument("--clip-model", help="open_clip CLIP reading --compalign (default: shapes)")
+    report.add_argument("--clip-pretrained", help="open_clip tag or checkpoint for --clip-model")
     report.add_argument("--images", help="folder of images (default: shapes-world scenes)")
     report.add_argument(
         "--texts", nargs="+", help="2 to 6 text queries for the heatmaps (with --images)"
@@ -458,6 +462,10 @@ def _check_options(args: argparse.Namespace) -> None:
                 f"--max-images {args.max_images} needs --images (the shapes report generates "
                 "its scenes): add --images FOLDER or drop --max-images"
             )
+        from vision_lens.apps.report_beyond import check_beyond_options
+
+        if _call(check_beyond_options, args):
+            return  # a non-CLIP --model read through CompAlign: checked there
     elif args.subcommand == "eval-seg":
         if args.imagenet_seg is None:
             for option, value in (

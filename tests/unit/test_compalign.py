@@ -197,3 +197,39 @@ def test_end_to_end_tiny_vit_into_a_random_space():
     torch.testing.assert_close(aligner.align(cache).terms, aligned.terms[:4], atol=1e-4, rtol=1e-4)
     scores = component_scores(aligned, {"p": torch.randn(3, 6, generator=gen)})
     assert scores.table.shape == (1, len(comps.labels)) and torch.isfinite(scores.table).all()
+
+
+def test_select_components_follows_the_order_of_ids():
+    from vision_lens.analysis.direct_effects import Components
+    from vision_lens.analysis.selection import select_components
+
+    terms = torch.randn(4, 3, 5)
+    c = Components(terms, ["embed", "L0_attn", "L0_mlp", "L1_mlp"])
+    out = select_components(c, ids=["L1_mlp", "rest", "L0_attn"])
+    assert out.labels == ["L1_mlp", "rest", "L0_attn"]
+    torch.testing.assert_close(out.terms[0], terms[3])
+    torch.testing.assert_close(out.terms[1], terms[0] + terms[2])
+    torch.testing.assert_close(out.terms[2], terms[1])
+    with pytest.raises(ValueError, match="twice"):
+        select_components(c, ids=["L1_mlp", "L1_mlp"])
+
+
+def test_align_and_report_pair_maps_with_their_components_in_any_order():
+    from vision_lens.analysis.direct_effects import Components
+
+    terms = torch.randn(3, 16, 4)
+    c = Components(terms, ["L0_mlp", "L1_mlp", "rest"])
+    aligner = CompAlign(["L1_mlp", "rest", "L0_mlp"], 4, 3)
+    aligned = aligner.align(c)
+    expected = torch.einsum("ns,sd->nd", terms[1], aligner.weight[0].detach())
+    torch.testing.assert_close(aligned.terms[:, 0], expected)
+    z = aligned.terms.sum(1)
+    assert alignment_report(aligner, c, z).cosine == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_keeps_the_saved_maps_exactly(tmp_path):
+    aligner = CompAlign(["L0_mlp", "rest"], 4, 3, seed=3)
+    loaded = CompAlign.load(aligner.save(tmp_path))
+    assert torch.equal(loaded.weight, aligner.weight)
+    with pytest.raises(ValueError, match="weight must be"):
+        CompAlign(["L0_mlp"], 4, 3, weight=torch.zeros(2, 4, 3))

@@ -152,6 +152,7 @@ class CompAlign(torch.nn.Module):
         d_source: Width of the source components (the source model's output width).
         d_clip: Width of the CLIP image embedding.
         seed: Seed of the (semi-orthogonal) initial maps.
+        weight: Maps ``[component, d_source, d_clip]`` to start from instead (copied).
 
     Attributes:
         weight: ``[component, d_source, d_clip]``; component ``i`` maps ``c -> c @ weight[i]``.
@@ -165,7 +166,13 @@ class CompAlign(torch.nn.Module):
     """
 
     def __init__(
-        self, component_ids: Sequence[str], d_source: int, d_clip: int, *, seed: int = 0
+        self,
+        component_ids: Sequence[str],
+        d_source: int,
+        d_clip: int,
+        *,
+        seed: int = 0,
+        weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         if isinstance(component_ids, str):
@@ -179,14 +186,18 @@ class CompAlign(torch.nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
         self.d_source, self.d_clip = d_source, d_clip
-        weight = torch.empty(len(self.ids), d_source, d_clip)
-        gen = torch.Generator().manual_seed(seed)
-        for w in weight:  # semi-orthogonal: the penalty starts at zero
-            q, _ = torch.linalg.qr(
-                torch.randn(max(d_source, d_clip), min(d_source, d_clip), generator=gen)
-            )
-            w.copy_(q if d_source >= d_clip else q.T)
-        self.weight = torch.nn.Parameter(weight)
+        shape = (len(self.ids), d_source, d_clip)
+        if weight is None:
+            weight = torch.empty(shape)
+            gen = torch.Generator().manual_seed(seed)
+            for w in weight:  # semi-orthogonal: the penalty starts at zero
+                q, _ = torch.linalg.qr(
+                    torch.randn(max(d_source, d_clip), min(d_source, d_clip), generator=gen)
+                )
+                w.copy_(q if d_source >= d_clip else q.T)
+        elif tuple(weight.shape) != shape or not weight.is_floating_point():
+            raise ValueError(f"weight must be a float tensor {shape}, got {tuple(weight.shape)}.")
+        self.weight = torch.nn.Parameter(weight.detach().clone())
         self.history: FitHistory | None = None
 
     @classmethod
@@ -525,9 +536,7 @@ class CompAlign(torch.nn.Module):
                 f"{folder}: weight is {tuple(weight.shape)} but the metadata says "
                 f"({len(ids)}, {d_source}, {d_clip})."
             )
-        out = cls(ids, d_source, d_clip)
-        with torch.no_grad():
-            out.weight.copy_(weight)
+        out = cls(ids, d_source, d_clip, weight=weight.float())
         if meta.get("history"):
             out.history = FitHistory(**meta["history"])
         return out
@@ -560,6 +569,8 @@ def alignment_report(
         >>> r.n, 0 <= r.accuracy <= 1
         (8, True)
     """
+    if isinstance(components, Components) and list(components.labels) != aligner.ids:
+        components = select_components(components, ids=aligner.ids)
     x = _as_batch(components, "components")
     aligner._check(x, clip_embeddings)
     with torch.no_grad():

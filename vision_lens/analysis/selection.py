@@ -46,8 +46,8 @@ def select_components(
         attention: Keep attention terms (heads and bias shares, or ``L{l}_attn``).
         heads: Keep heads apart; ``False`` merges each split layer back into ``L{l}_attn``.
         mlps: Keep the ``L{l}_mlp`` terms.
-        ids: Instead of the flags: exactly these component labels (``"rest"`` among them asks
-            for the rest term).
+        ids: Instead of the flags: exactly these component labels, in this order (``"rest"``
+            among them asks for the rest term, at its place).
         rest: Sum the left-out components into a ``"rest"`` term (the sum stays the
             representation); ``False`` drops them.
 
@@ -80,8 +80,12 @@ def select_components(
                 f"No component {missing[0]!r} in these components ({', '.join(parsed[:8])}, ...)."
                 " Build them with head_layers= covering every head id."
             )
-        keep = [p in wanted for p in parsed]
-        rest = REST in wanted
+        if len(set(wanted)) != len(wanted):
+            raise ValueError("ids names a component twice; each counts once.")
+        left = [i for i, p in enumerate(parsed) if p not in wanted]
+        rest_term = components.terms[left].sum(0) if left else components.terms[0] * 0
+        picked = [rest_term if w == REST else components.terms[parsed.index(w)] for w in wanted]
+        return Components(torch.stack(picked), wanted, components.embed)
     else:
         if last_blocks is not None and (isinstance(last_blocks, bool) or last_blocks < 1):
             raise ValueError(f"last_blocks must be an int >= 1 or None, got {last_blocks!r}.")

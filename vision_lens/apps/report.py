@@ -141,15 +141,8 @@ def _unreadable() -> tuple[type[BaseException], ...]:
     from PIL import Image
 
     # PIL's decoders raise all of these for broken files.
-    return (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        struct.error,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    )
+    bombs = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, *bombs)
 
 
 _UNREADABLE = _unreadable()
@@ -323,12 +316,24 @@ def folder_inputs(model: HookedViT, images: list[Image], texts: Sequence[str]) -
     )
 
 
-def _figure_html(fig: go.Figure, first: bool) -> str:
-    # The first figure carries plotly.js inline, so the page works offline and standalone.
+def figure_html(fig: go.Figure, first: bool) -> str:
+    """A figure as an HTML fragment (the ``first`` one carries plotly.js: the page is offline).
+
+    Example:
+        >>> figure_html(go.Figure(), first=False).startswith("<div")
+        True
+    """
     return fig.to_html(full_html=False, include_plotlyjs=True if first else False)
 
 
-def _image_tag(image: Image, width: int = 128) -> str:
+def image_tag(image: Image, width: int = 128) -> str:
+    """An ``<img>`` tag holding ``image`` as an inline PNG, upscaled without smoothing.
+
+    Example:
+        >>> from PIL import Image
+        >>> image_tag(Image.new("RGB", (4, 4)))[:32]
+        '<img src="data:image/png;base64,'
+    """
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = base64.b64encode(buffer.getvalue()).decode()
@@ -426,38 +431,49 @@ def build_report(
             plot.token_heatmap_grid(inputs.display_images, scores, inputs.queries),
         )
     )
-    return _render(model, inputs, figures)
+    return render_page(model, inputs.title, inputs.notes, inputs.display_images, figures)
 
 
-def _render(
-    model: HookedViT, inputs: ReportInputs, figures: list[tuple[str, str, go.Figure]]
+def render_page(
+    model: HookedViT,
+    title: str,
+    notes: Sequence[str],
+    images: Sequence[Image],
+    sections: Sequence[tuple[str, str, go.Figure | str]],
 ) -> str:
+    """The report page: a title, the model's summary, ``notes``, the ``images`` and one
+    ``(heading, text, body)`` section each (``body``: a figure, or an HTML fragment).
+
+    Example:
+        >>> import vision_lens as vl
+        >>> page = render_page(vl.HookedViT(vl.HookedViTConfig.tiny()), "t", [], [], [])
+        >>> page.startswith("<!DOCTYPE html>")
+        True
+    """
     cfg = model.cfg
     summary = (
-        f"{html.escape(cfg.model_name)}: {cfg.n_layers} layers x {cfg.n_heads} heads, "
-        f"d_model {cfg.d_model}, d_embed {cfg.d_embed}, "
-        f"{cfg.image_size[0]}x{cfg.image_size[1]} px, "
+        f"{html.escape(cfg.model_name)}: {cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
+        f"{cfg.d_model}, d_embed {cfg.d_embed}, {cfg.image_size[0]}x{cfg.image_size[1]} px, "
         f"patch {cfg.patch_size[0]}"
     )
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(inputs.title)}</title>",
+        f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
         "section{margin-bottom:2em}</style></head><body>",
-        f"<h1>{html.escape(inputs.title)}</h1><p>{summary}</p>",
-        *[f"<p>{html.escape(note)}</p>" for note in inputs.notes],
+        f"<h1>{html.escape(title)}</h1><p>{summary}</p>",
+        *[f"<p>{html.escape(note)}</p>" for note in notes],
         "<section><h2>Scenes</h2>",
-        *[_image_tag(image) for image in inputs.display_images],
+        *[image_tag(image) for image in images],
         "</section>",
     ]
-    for index, (heading, text, fig) in enumerate(figures):
-        parts += [
-            f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>",
-            _figure_html(fig, first=index == 0),
-            "</section>",
-        ]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    first = True  # the first figure carries plotly.js
+    for heading, text, body in sections:
+        if not isinstance(body, str):
+            body, first = figure_html(body, first), False
+        parts += [f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>", body]
+        parts.append("</section>")
+    return "\n".join([*parts, "</body></html>"])
 
 
 def write_report(
@@ -470,12 +486,16 @@ def write_report(
     batch_size: int = 64,
     device: str | None = None,
     progress: bool = True,
+    compalign: str | Path | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
 ) -> Path:
     """Load a model, compute the report and write it to ``out``.
 
     Args:
         out: HTML file to write.
-        model_name: open_clip model name; default the shipped shapes model.
+        model_name: open_clip model name (default the shipped shapes model), or a non-CLIP ViT
+            read through ``compalign``: ``"shapes-vit"``, ``"timm:NAME"``, ``"hf:NAME"``.
         pretrained: open_clip tag or checkpoint path for ``model_name``.
         images: Folder of images; default shapes-world scenes.
         texts: Heatmap texts for ``images`` (default: a few generic descriptions).
@@ -483,6 +503,9 @@ def write_report(
         batch_size: Images per forward pass.
         device: Torch device.
         progress: Show progress bars.
+        compalign: CompAlign folder of a non-CLIP ``model_name``.
+        clip_model: open_clip model whose text tower reads it (default: the shapes CLIP).
+        clip_pretrained: open_clip tag or checkpoint path for ``clip_model``.
 
     Returns:
         The path written.
@@ -490,6 +513,7 @@ def write_report(
     Example:
         >>> write_report("report.html")  # the shipped shapes model  # doctest: +SKIP
     """
+    from vision_lens.apps.report_beyond import check_beyond_options, write_beyond_report
     from vision_lens.models import load_clip_or_shapes
     from vision_lens.shapes.pretrained import check_device
 
@@ -517,6 +541,10 @@ def write_report(
     if texts is not None:
         _check_texts(texts)
     out = check_output_file(out)
+    beyond = (model_name, pretrained, compalign, clip_model, clip_pretrained)
+    if check_beyond_options(*beyond, images=images, texts=texts):  # a non-CLIP model
+        kwargs = dict(max_images=max_images, batch_size=batch_size, device=device)
+        return write_beyond_report(out, *beyond, images, texts, **kwargs, progress=progress)
     if images is not None:
         user_images = load_image_folder(images, max_images)
     if model_name is None and pretrained is not None:
@@ -536,13 +564,10 @@ MAX_TEXTS = 6  # heatmap columns
 
 def _check_texts(texts: Sequence[str]) -> None:
     if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        hint = f" (a single string would be read letter by letter; pass [{texts!r}, ...])."
+        end = hint if isinstance(texts, str) else "."
         raise TypeError(
-            f"--texts must be a list of strings, got {type(texts).__name__} {texts!r}"
-            + (
-                f" (a single string would be read letter by letter; pass [{texts!r}, ...])."
-                if isinstance(texts, str)
-                else "."
-            )
+            f"--texts must be a list of strings, got {type(texts).__name__} {texts!r}{end}"
         )
     texts = list(texts)
     for text in texts:

@@ -48,6 +48,7 @@ __all__ = [
     "linear_probe_accuracy",
     "load_shapes_timm_vit",
     "shapes_vit_config",
+    "shapes_vit_compalign_path",
     "shapes_vit_config_path",
     "shapes_vit_eval_path",
     "shapes_vit_weights_path",
@@ -200,3 +201,14 @@ def linear_probe_accuracy(
         probe.fit(train_features[keep_tr], ytr[keep_tr])
         out[a] = round(float(probe.score(test_features[keep_te], yte[keep_te])), 4)
     return out
+
+
+def shapes_vit_compalign_path() -> Path:
+    """Folder of the shipped CompAlign of the shapes ViT into the shapes CLIP
+    (``scripts/train_shapes_compalign.py``; read it with ``vl.CompAlign.load``).
+
+    Example:
+        >>> shapes_vit_compalign_path().name
+        'shapes_vit_compalign'
+    """
+    return _WEIGHTS_DIR / "shapes_vit_compalign"
