@@ -1,8 +1,9 @@
 """The issue-17 proof (``scripts/shapes_beyond_clip.py``) on the shipped shapes ViT and its
 CompAlign, and the script that fits that CompAlign (``scripts/train_shapes_compalign.py``).
 
-A smaller configuration than the published run (``docs/results/beyond_clip.md``): fewer scenes
-and random draws. The assertions are the conclusions the full run found, with margins.
+The published run's configuration (``docs/results/beyond_clip.md``) except for fewer segmentation
+scenes (100 instead of 300); about 20 s. The assertions are the conclusions that run found, with
+margins.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _script(name: str):
 @pytest.fixture(scope="module")
 def proof():
     script = _script("shapes_beyond_clip")
-    out = script.run(n_eval=400, n_score=400, n_seg=100, k=3, n_random=8)
+    out = script.run(n_eval=1000, n_score=1000, n_seg=100, k=3, n_random=20)
     out |= {"date": "test"}
     return script, out
 
@@ -66,18 +67,16 @@ def test_scoring_names_each_property(proof):
 def test_ablating_top_components_hurts_their_property(proof):
     _, out = proof
     props = out["ablation"]["properties"]
-    for p in PROPERTIES:  # zero-shot through the aligned sum: own drop largest, beyond random
-        rec = props[p]["zero_shot"]
-        assert rec["own_drop_exceeds_random"] and rec["own_drop_largest"], (p, rec)
-        assert rec["drop"][p] > 0.04, (p, rec)
-    for p in ("color", "shape"):  # the ViT's own head agrees for colour and shape
-        rec = props[p]["own_head"]
-        assert rec["own_drop_exceeds_random"] and rec["own_drop_largest"], (p, rec)
-        assert rec["drop"][p] > rec["random_mean_drop"][p] + 0.04, (p, rec)
-    # Position (full run): its top components hurt the head's position beyond random, but its
-    # shape more: position is also carried elsewhere, and those heads feed shape too.
-    rec = props["position"]["own_head"]
-    assert rec["drop"]["position"] > rec["random_mean_drop"]["position"] + 0.02, rec
+    for mode in ("own_head", "zero_shot"):  # the ViT's own head, and through the CLIP's texts
+        for p in ("color", "shape"):  # own drop largest, and beyond random
+            rec = props[p][mode]
+            assert rec["own_drop_exceeds_random"] and rec["own_drop_largest"], (p, mode, rec)
+            assert rec["drop"][p] > rec["random_mean_drop"][p] + 0.03, (p, mode, rec)
+        # Position (full run: -6.8 points own head, -6.6 zero-shot; random 0.0-0.3): beyond
+        # random, but its heads (L1H0, L2H0, L1H2) feed shape too, which drops about as much.
+        rec = props["position"][mode]
+        assert rec["drop"]["position"] > rec["random_mean_drop"]["position"] + 0.03, (mode, rec)
+        assert rec["drop"]["color"] < 0.03, (mode, rec)
 
 
 def test_retrieval_by_colour_components(proof):
