@@ -1,8 +1,18 @@
 """Throughput and memory of ``vl.collect`` against a bare forward pass of the same model.
 
-On the shipped shapes-world CLIP (``vl.load_shapes_clip()``: 6 layers, 4 heads, width 128,
-64 px images, 65 tokens), float32, every call under ``torch.no_grad()``, batches of 64
-(``--batch``), it measures over the same images:
+On one of two models (``--model``), float32, every call under ``torch.no_grad()``:
+
+* ``shapes`` (default): the shipped shapes-world CLIP (``vl.load_shapes_clip()``: 6 layers,
+  4 heads, width 128, 64 px images, 65 tokens), batches of 64 (``--batch``), 256 / 1,024 /
+  4,096 images (``--quick``: 32 / 64 / 128 in batches of 16); the images are 256 shapes-world
+  scenes (``vl.shapes.generate(256, seed=0)``, preprocessed once);
+* ``vit-b16``: a ViT-B/16-sized tower as open_clip's ``ViT-B-16`` image tower (224 px, 16 px
+  patches, 12 layers x 12 heads, width 768, MLP 3,072, output 512, 197 tokens), randomly
+  initialised (``HookedViT(config).init_weights(seed=0)``: nothing to download), batches of 16,
+  16 / 64 / 256 images (``--quick``: 4 / 8 / 16 in batches of 4); the images are 16 (4)
+  standard-normal ``[3, 224, 224]`` tensors (seed 0).
+
+It measures over the same images:
 
 * ``forward``: the bare forward ``model(images)``, batch by batch, the batches assembled from the
   dataset exactly as ``collect`` assembles them;
@@ -13,24 +23,24 @@ On the shipped shapes-world CLIP (``vl.load_shapes_clip()``: 6 layers, 4 heads, 
 
 Images/s of each and their ratio (``collect / forward``; the target is >= 0.9), and the peak
 resident set size during ``collect`` (``VmHWM``, reset through ``/proc/self/clear_refs`` just
-before it; on CUDA also ``max_memory_allocated``) at 1x, 4x and 16x dataset sizes (256, 1,024,
-4,096 images; ``--quick``: 32, 64, 128 images in batches of 16): per-image products go to disk
-shard by shard, so the peak stays flat as the dataset grows.
+before it; on CUDA also ``max_memory_allocated``) at 1x, 4x and 16x dataset sizes: per-image
+products go to disk shard by shard, so the peak stays flat as the dataset grows.
 
-The images: 256 shapes-world scenes (``vl.shapes.generate(256, seed=0)``, preprocessed once) read
-in a cycle by a lazy dataset, so the data in memory is the same at every size. Each size runs in
+The image bank is read in a cycle by a lazy dataset, so the data in memory is the same at every
+size. Each size runs in
 a fresh ``fork`` of a parent that has only imported the libraries (no computation, no CUDA), so
 one size's allocator state cannot help another; in it the model loads, one batch of each call
 warms up, then ``forward`` and ``collect`` alternate ``--rounds`` times (the ratio is the median
 of the per-round ratios). MB are 2**20 bytes.
 
-Results go to ``benchmarks/results/bench_collect.json`` (``bench_collect_quick.json`` with
-``--quick``); a markdown table is printed.
+Results go to ``benchmarks/results/bench_collect.json`` (``bench_collect_vit_b16.json`` for
+``--model vit-b16``; ``_quick`` before ``.json`` with ``--quick``); a markdown table is printed.
 
 Usage::
 
     python benchmarks/bench_collect.py                  # 256 / 1,024 / 4,096 images, batch 64
     python benchmarks/bench_collect.py --quick          # 32 / 64 / 128 images, batch 16
+    python benchmarks/bench_collect.py --model vit-b16  # 16 / 64 / 256 images, batch 16
     python benchmarks/bench_collect.py --device cuda    # records the GPU's name
 """
 
@@ -59,9 +69,25 @@ from common import (
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS = RESULTS_DIR / "bench_collect.json"
-QUICK_RESULTS = RESULTS_DIR / "bench_collect_quick.json"
-FULL = {"sizes": [256, 1024, 4096], "batch": 64, "bank": 256}
-QUICK = {"sizes": [32, 64, 128], "batch": 16, "bank": 32}
+MODELS = {
+    "shapes": {
+        "full": {"sizes": [256, 1024, 4096], "batch": 64, "bank": 256},
+        "quick": {"sizes": [32, 64, 128], "batch": 16, "bank": 32},
+        "describe": "vl.load_shapes_clip() (6 layers, 4 heads, d_model 128, 64 px, 65 tokens)",
+        "short": "shapes CLIP",
+        "results": "bench_collect",
+    },
+    "vit-b16": {
+        "full": {"sizes": [16, 64, 256], "batch": 16, "bank": 16},
+        "quick": {"sizes": [4, 8, 16], "batch": 4, "bank": 4},
+        "describe": (
+            "ViT-B/16-sized tower, random init (12 layers, 12 heads, d_model 768, d_mlp 3072, "
+            "d_embed 512, 224 px, 16 px patches, 197 tokens)"
+        ),
+        "short": "ViT-B/16 (random init)",
+        "results": "bench_collect_vit_b16",
+    },
+}
 N_DIRECTIONS = 100
 WHAT = ["heads", "tokens"]
 MB = 2**20
@@ -70,10 +96,13 @@ MB = 2**20
 def build_parser():
     parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (32/64/128, batch 16)")
-    parser.add_argument("--batch", type=int, default=None, help="images per batch (default 64)")
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=None, help="dataset sizes (default 256 1024 4096)"
+        "--model", choices=sorted(MODELS), default="shapes", help="the model (default shapes)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (shapes: 32/64/128)")
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (shapes: 64)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="dataset sizes (shapes: 256 1024 4096)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="forward/collect alternations")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per size")
@@ -101,14 +130,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def load(name: str, bank_size: int, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model (eval mode, on ``device``) and its bank of preprocessed images."""
+    import vision_lens as vl
+
+    if name == "shapes":
+        from vision_lens.shapes.encoding import images_to_tensor
+
+        model, _ = vl.load_shapes_clip(device=device)
+        bank = images_to_tensor(vl.shapes.generate(bank_size, seed=0).images)
+    else:
+        cfg = vl.HookedViTConfig(
+            n_layers=12,
+            d_model=768,
+            n_heads=12,
+            d_mlp=3072,
+            d_embed=512,
+            image_size=224,
+            patch_size=16,
+            model_name="ViT-B-16 (random init)",
+        )
+        model = vl.HookedViT(cfg).init_weights(seed=0).to(device)
+        generator = torch.Generator().manual_seed(0)
+        bank = torch.randn(bank_size, 3, 224, 224, generator=generator)
+    return model.eval(), bank
+
+
 def measure(n: int, args, cfg: dict) -> dict:
     import vision_lens as vl
-    from vision_lens.shapes.encoding import images_to_tensor
 
     device = torch.device(args.device)
-    model, _ = vl.load_shapes_clip(device=device)
-    model.eval()
-    bank = images_to_tensor(vl.shapes.generate(cfg["bank"], seed=0).images)
+    model, bank = load(args.model, cfg["bank"], device)
     data = CycledImages(bank, n)
     generator = torch.Generator().manual_seed(0)
     directions = torch.randn(N_DIRECTIONS, model.cfg.d_embed, generator=generator)
@@ -213,9 +265,10 @@ def _table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parse_benchmark_args(parser, argv)
-    if args.quick and args.out == RESULTS:
-        args.out = QUICK_RESULTS
-    cfg = dict(QUICK if args.quick else FULL)
+    spec = MODELS[args.model]
+    if args.out == RESULTS:
+        args.out = RESULTS_DIR / (spec["results"] + ("_quick" if args.quick else "") + ".json")
+    cfg = dict(spec["quick"] if args.quick else spec["full"])
     if args.batch is not None:
         cfg["batch"] = args.batch
     if args.sizes is not None:
@@ -247,7 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
     ok = [row for row in rows if "error" not in row]
     result = {
         "config": {
-            "model": "vl.load_shapes_clip() (6 layers, 4 heads, d_model 128, 64 px, 65 tokens)",
+            "model": spec["describe"],
+            "model_option": args.model,
             "what": WHAT,
             "directions": [N_DIRECTIONS, "d_embed"],
             "batch": cfg["batch"],
@@ -272,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"shapes CLIP, batch {cfg['batch']}, {args.device}{f' ({gpu})' if gpu else ''}, "
+        f"{spec['short']}, batch {cfg['batch']}, {args.device}{f' ({gpu})' if gpu else ''}, "
         f"{result['config']['threads']} threads; collect {WHAT} projected on {N_DIRECTIONS} "
         "directions vs a bare forward\n"
     )

@@ -5,9 +5,11 @@ the model's output) and float64 statistics (head moments for TextSpan, activatio
 mean-ablation) into ``out/shard-NNNNN.safetensors`` plus ``out/manifest.json``. The pass is
 resumable (rerun the same call) and splits across processes with torch.distributed.
 
-Modules, one job each: ``data`` (what is read: datasets, image folders), ``products`` (what a
-batch gives), ``shards`` (the files and the manifest), ``distributed`` (who writes which shard),
-``run`` (the pass), ``reader`` (reading a run back).
+Modules, one job each: ``data`` (what is read: datasets, image folders), ``capture`` (what a
+forward pass keeps for the products), ``projections`` (head and token terms with the weights
+folded once per pass), ``products`` (what a batch gives), ``shards`` (the files and the
+manifest), ``writer`` (writing shards on a background thread), ``distributed`` (who writes which
+shard), ``run`` (the pass), ``reader`` (reading a run back).
 
 Multi-process and multi-node runs: launch the same script with ``torchrun``; it initialises
 torch.distributed and calls :func:`collect` as usual. Shard ``j`` goes to rank

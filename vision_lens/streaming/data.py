@@ -238,5 +238,5 @@ def data_fingerprint(source: ImageSource, n_probe: int = 3) -> dict[str, Any]:
             image, _ = source.item(index)
             image = image.detach().to("cpu", torch.float32).contiguous()
             digest.update(str(tuple(image.shape)).encode())
-            digest.update(image.numpy().tobytes())
+            digest.update(memoryview(image.reshape(-1).view(torch.uint8).numpy()))
     return {"length": n, "hash": digest.hexdigest()}

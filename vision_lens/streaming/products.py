@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from vision_lens.streaming.projections import FoldedProjection
 from vision_lens.utils.checks import check_finite
 
 if TYPE_CHECKING:
-    from vision_lens.cache import ActivationCache
     from vision_lens.hooked_vit import HookedViT
+    from vision_lens.streaming.capture import Captured
 
 __all__ = ["PER_IMAGE", "STATISTICS", "Products", "parse_products"]
 
@@ -139,17 +140,22 @@ def check_directions(directions: Tensor | None, d_embed: int) -> Tensor | None:
 
 def batch_products(
     products: Products,
-    embed: Tensor,
-    cache: ActivationCache | None,
-    hooks: dict[str, Tensor],
+    kept: Captured,
     labels: Tensor | None,
     *,
-    directions: Tensor | None,
+    projection: FoldedProjection,
     dtype: torch.dtype,
-    ln_mode: str,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """What one batch gives: per-image products (``dtype``, on the CPU) and the batch's
-    statistics (float64 sums, on the CPU; keys ``"<product>/<part>"``)."""
+    statistics (float64 sums, on the CPU; keys ``"<product>/<part>"``).
+
+    ``kept`` is what :class:`~vision_lens.streaming.capture.BatchCapture` kept of the batch's
+    forward pass. ``heads``, ``tokens`` and ``head_moments`` come from ``projection`` (the
+    model's weights folded once per pass with the readout and the directions), equal to the
+    cache's ``decompose_heads`` / ``decompose_tokens`` (projected) to float rounding.
+    """
+    directions, ln_mode = projection.directions, projection.ln_mode
+    embed, hooks = kept.embed, kept.hooks
 
     def project(x: Tensor) -> Tensor:
         if directions is None:
@@ -161,19 +167,25 @@ def batch_products(
 
     rows: dict[str, Tensor] = {}
     stats: dict[str, Tensor] = {}
-    heads = None
-    if "heads" in products.names or "head_moments" in products.names:
-        assert cache is not None
-        heads = cache.decompose_heads(ln_mode=ln_mode)
+    terms = None
+    if any(n in products.names for n in ("heads", "tokens", "head_moments")):
+        terms = projection.compute(
+            kept.readout(),
+            kept.pattern,
+            kept.values,
+            heads="heads" in products.names,
+            heads_full="head_moments" in products.names,
+            tokens="tokens" in products.names,
+        )
     for name in products.names:
         if name == "heads":
-            rows[name] = keep(project(heads))
+            rows[name] = keep(terms.heads)
         elif name == "layers":
             rows[name] = keep(
-                project(cache.decompose_layers(ln_mode=ln_mode).terms.transpose(0, 1))
+                project(kept.cache().decompose_layers(ln_mode=ln_mode).terms.transpose(0, 1))
             )
         elif name == "tokens":
-            rows[name] = keep(project(cache.decompose_tokens(ln_mode=ln_mode)))
+            rows[name] = keep(terms.tokens)
         elif name == "embed":
             rows[name] = keep(embed)
         elif name == "labels":
@@ -186,7 +198,7 @@ def batch_products(
         elif name.startswith("hook:"):
             rows[name] = keep(hooks[name[5:]])
         elif name == "head_moments":
-            h = heads.detach().to(torch.float64)
+            h = terms.heads_full.detach().to(torch.float64)
             n = h.shape[0]
             stats[f"{name}/count"] = torch.full(h.shape[1:3], n, dtype=torch.int64)
             stats[f"{name}/sum"] = h.sum(0).cpu()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from vision_lens._version import __version__
 from vision_lens.streaming import distributed as dist
+from vision_lens.streaming.capture import BatchCapture
 from vision_lens.streaming.data import ImageSource, as_image_source, data_fingerprint
 from vision_lens.streaming.products import (
     Products,
@@ -25,6 +25,7 @@ from vision_lens.streaming.products import (
     describe,
     parse_products,
 )
+from vision_lens.streaming.projections import FoldedProjection
 from vision_lens.streaming.reader import CollectedRun
 from vision_lens.streaming.shards import (
     MANIFEST,
@@ -40,6 +41,7 @@ from vision_lens.streaming.shards import (
     write_manifest,
     write_tensors,
 )
+from vision_lens.streaming.writer import ShardWriter
 from vision_lens.utils.batching import progress_bar
 from vision_lens.utils.checks import check_batch_size
 
@@ -164,23 +166,48 @@ def collect(
     mine = dist.owned_shards(n_shards, rank, world)
     total = sum(min(n, (j + 1) * shard_size) - j * shard_size for j in mine)
     bar = progress_bar(total, "collecting", enabled=progress and rank == 0)
+    # The weights folded with the readout and the directions once for the whole pass.
+    projection = FoldedProjection(model, directions, ln_mode)
+    # What each forward pass keeps for these products, in buffers reused batch after batch.
+    capture = BatchCapture(model, products)
+    # Shard j is written on a background thread while shard j + 1 is computed.
+    writer = ShardWriter()
     try:
-        for j in mine:
-            start, stop = j * shard_size, min(n, (j + 1) * shard_size)
-            path = out / shard_name(j)
-            if path.exists() and (read_shard_metadata(path) or {}).get("run") == rid:
-                bar.update(stop - start)
-                continue
-            tensors = _shard(
-                model, source, products, start, stop, batch_size, directions, dtype, ln_mode, bar
-            )
-            write_tensors(path, tensors, {"run": rid, "start": start, "stop": stop})
+        with writer:
+            for j in mine:
+                start, stop = j * shard_size, min(n, (j + 1) * shard_size)
+                path = out / shard_name(j)
+                if path.exists() and (read_shard_metadata(path) or {}).get("run") == rid:
+                    bar.update(stop - start)
+                    continue
+                tensors = _shard(
+                    model,
+                    source,
+                    products,
+                    start,
+                    stop,
+                    batch_size,
+                    dtype,
+                    projection,
+                    capture,
+                    bar,
+                )
+                writer.submit(path, tensors, {"run": rid, "start": start, "stop": stop})
+                del tensors
     finally:
         bar.close()
     dist.barrier()
     if rank == 0:
         _finish(
-            out, identity, rid, products, directions, model, source, n_shards, shard_size, world
+            out,
+            identity,
+            rid,
+            products,
+            directions,
+            model,
+            source,
+            (n_shards, shard_size, world),
+            writer.sha256,
         )
     dist.barrier()
     return CollectedRun(out)
@@ -231,25 +258,6 @@ def _remove_temporaries(out: Path) -> None:
             file.unlink(missing_ok=True)
 
 
-def _forward(
-    model: HookedViT, images: Tensor, products: Products
-) -> tuple[Tensor, Any, dict[str, Tensor]]:
-    """The model's output, a decomposition cache (when a product needs it) and the activations
-    of the hooks that products name, from one forward pass."""
-    captured: dict[str, Tensor] = {}
-
-    def save(tensor: Tensor, hook: Any) -> None:
-        captured[hook.name] = tensor.detach()
-
-    hooks = [(name, save) for name in products.hooks]
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks) if hooks else contextlib.nullcontext():
-        if products.decomposes:
-            embed, cache = model.run_with_decomposition_cache(images)
-        else:
-            embed, cache = model(images), None
-    return embed, cache, captured
-
-
 def _shard(
     model: HookedViT,
     source: ImageSource,
@@ -257,9 +265,9 @@ def _shard(
     start: int,
     stop: int,
     batch_size: int,
-    directions: Tensor | None,
     dtype: torch.dtype,
-    ln_mode: str,
+    projection: FoldedProjection,
+    capture: BatchCapture,
     bar: Any,
 ) -> dict[str, Tensor]:
     """Every product of images ``[start, stop)``, batch by batch: rows concatenated, statistics
@@ -270,16 +278,9 @@ def _shard(
         hi = min(stop, lo + batch_size)
         images, labels = source.batch(lo, hi, labels="labels" in products.names)
         images = images.to(model.device, model.dtype)
-        embed, cache, hooks = _forward(model, images, products)
+        kept = capture.run(images, products.hooks)
         part_rows, part_stats = batch_products(
-            products,
-            embed,
-            cache,
-            hooks,
-            labels,
-            directions=directions,
-            dtype=dtype,
-            ln_mode=ln_mode,
+            products, kept, labels, projection=projection, dtype=dtype
         )
         for key, value in part_rows.items():
             rows.setdefault(key, []).append(value)
@@ -328,14 +329,17 @@ def _finish(
     directions: Tensor | None,
     model: HookedViT,
     source: ImageSource,
-    n_shards: int,
-    shard_size: int,
-    world: int,
+    layout: tuple[int, int, int],
+    known_sha256: dict[str, str],
 ) -> None:
     """Rank 0, after every rank wrote its shards: check them, merge the statistics (summed in
-    shard order) into ``statistics.safetensors`` and mark the manifest complete."""
+    shard order) into ``statistics.safetensors`` and mark the manifest complete.
+
+    ``layout`` is ``(n_shards, shard_size, world_size)``; ``known_sha256`` the checksums of the
+    shards this process wrote (the others, from earlier runs or other ranks, are read back)."""
     from safetensors import safe_open
 
+    n_shards, shard_size, world = layout
     n = len(source)
     shards = []
     merged: dict[str, Tensor] = {}
@@ -348,7 +352,12 @@ def _finish(
             )
         start, stop = j * shard_size, min(n, (j + 1) * shard_size)
         shards.append(
-            {"file": path.name, "start": start, "stop": stop, "sha256": file_sha256(path)}
+            {
+                "file": path.name,
+                "start": start,
+                "stop": stop,
+                "sha256": known_sha256.get(path.name) or file_sha256(path),
+            }
         )
         if products.statistics:
             with safe_open(str(path), framework="pt") as f:

@@ -72,7 +72,8 @@ def tensor_hash(tensor: Tensor) -> str:
     """
     x = tensor.detach().to("cpu").contiguous()
     digest = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
-    digest.update(x.reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    if x.numel():  # the bytes in place (a memoryview), not a copy of them
+        digest.update(memoryview(x.reshape(-1).view(torch.uint8).numpy()))
     return digest.hexdigest()
 
 
