@@ -18,7 +18,8 @@ WHAT = "heads,embed,labels,head_moments,mean:blocks.1.hook_resid_post"
 WORKER = """
 import sys, torch, torch.distributed as dist, vision_lens as vl
 
-def main(out):
+def main(out, threads):
+    torch.set_num_threads(threads)  # the parent's: GEMM rounding may depend on the thread count
     dist.init_process_group("gloo")
     model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
     images = torch.randn(22, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -27,7 +28,7 @@ def main(out):
     dist.destroy_process_group()
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))
 """
 
 
@@ -47,7 +48,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(tmp_path / "two")],
+            [sys.executable, "-c", script, str(tmp_path / "two"), str(torch.get_num_threads())],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stderr=subprocess.PIPE,
         )

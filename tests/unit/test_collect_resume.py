@@ -26,19 +26,21 @@ class Slow(torch.utils.data.Dataset):
         time.sleep(self.delay)
         return torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(i)), i % 3
 
-def main(out, delay):
+def main(out, delay, threads=None):
+    if threads:  # the parent's: GEMM rounding may depend on the thread count
+        torch.set_num_threads(threads)
     model = vl.HookedViT(vl.HookedViTConfig.tiny()).init_weights(seed=0)
     vl.collect(model, Slow(delay), "heads,embed,labels,head_moments,mean:blocks.0.hook_resid_post",
                out, batch_size=2, shard_size=4, progress=False)
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
 """
 
 
 def _run(out: Path, delay: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(out), str(delay)],
+        [sys.executable, "-c", SCRIPT, str(out), str(delay), str(torch.get_num_threads())],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
