@@ -21,7 +21,7 @@ torch.distributed and calls :func:`collect` as usual. Shard ``j`` goes to rank
     dist.init_process_group("nccl")  # "gloo" on CPUs
     torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     model = vl.load_clip("ViT-B-16", "openai")[0]
-    vl.collect(model, "/data/imagenet/val", "heads,embed,head_moments", "/shared/runs/b16",
+    vl.collect(model, "/data/imagenet/val", "heads,embed,head_moments", "/mnt/nfs/runs/b16",
                device=f"cuda:{os.environ['LOCAL_RANK']}", batch_size=256)
     dist.destroy_process_group()
 
