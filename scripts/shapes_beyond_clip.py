@@ -60,7 +60,12 @@ from vision_lens.analysis.beyond_clip import aligned_token_heatmaps, component_r
 from vision_lens.apps.seg_data import shapes_class_texts
 from vision_lens.shapes import COLORS, generate, labels, with_article
 from vision_lens.shapes.encoding import images_to_tensor
-from vision_lens.shapes.pretrained_vit import load_shapes_timm_vit, shapes_vit_compalign_path
+from vision_lens.shapes.pretrained_vit import (
+    load_shapes_timm_vit,
+    shapes_vit_compalign_path,
+    shapes_vit_config,
+)
+from vision_lens.shapes.vit_classifier import classifier_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_shapes_compalign import class_texts, clip_embeddings, vit_components  # noqa: E402
@@ -72,14 +77,6 @@ EVAL_SEED = 10_000
 SCORE_SEED = 20_000
 
 
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == y).float().mean())
-
-
-def _zero_shot(emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    return F.normalize(emb.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
-
-
 class Pair:
     """The shipped ViT, its head, its CompAlign and the shapes CLIP, with per-scene helpers."""
 
@@ -87,10 +84,10 @@ class Pair:
         self.vit = vl.load_shapes_vit(head=False)
         timm_model = load_shapes_timm_vit(head=True)
         self.head = timm_model.head
-        self.slices = vl.shapes.pretrained_vit.shapes_vit_config().slices
+        self.head_cfg = shapes_vit_config()
         self.aligner = vl.CompAlign.load(shapes_vit_compalign_path())
         self.clip, self.text = vl.load_shapes_clip()
-        self.texts = {p: class_texts(self.text, p) for p in PROPERTIES}
+        self.texts = {p: class_texts(self.text, p) for p in PROPERTIES}  # unit norm
 
     def scenes(self, n: int, seed: int) -> dict[str, Any]:
         scenes = generate(n, seed=seed, n_objects=1)
@@ -114,10 +111,10 @@ class Pair:
     def own_accuracy(self, features: torch.Tensor, y: dict[str, torch.Tensor]) -> dict[str, float]:
         with torch.no_grad():
             logits = self.head(features)
-        return {p: _accuracy(logits[:, self.slices[p]], y[p]) for p in PROPERTIES}
+        return classifier_accuracy(logits, y, self.head_cfg)
 
     def zero_shot_accuracy(self, emb: torch.Tensor, y: dict[str, torch.Tensor]) -> dict[str, float]:
-        return {p: _accuracy(_zero_shot(emb, self.texts[p]), y[p]) for p in PROPERTIES}
+        return {p: vl.zero_shot_accuracy(emb, self.texts[p], y[p]) for p in PROPERTIES}
 
 
 def alignment(pair: Pair, ev: dict[str, Any]) -> dict[str, Any]:
@@ -155,12 +152,6 @@ def scoring(pair: Pair, sc: dict[str, Any], top: int) -> tuple[Any, dict[str, An
     return scores, out
 
 
-def _mean_ablate(terms: torch.Tensor, index: list[int], means: torch.Tensor) -> torch.Tensor:
-    """``terms`` ``[component, n, d]`` summed with ``index`` replaced by ``means[index]``."""
-    total = terms.sum(0)
-    return total - terms[index].sum(0) + means[index].sum(0)
-
-
 def ablation(
     pair: Pair,
     sc: dict[str, Any],
@@ -173,13 +164,13 @@ def ablation(
     src, src_ref = ev["components"], sc["components"]
     ids = [str(c) for c in src.labels]
     candidates = [i for i, c in enumerate(ids) if c != "rest"]
-    src_means = src_ref.terms.mean(1, keepdim=True)
+    src_means = src_ref.terms.mean(1)  # [component, d]: the scoring scenes' means
     aln = ev["aligned"].terms.transpose(0, 1)
-    aln_means = sc["aligned"].terms.transpose(0, 1).mean(1, keepdim=True)
+    aln_means = sc["aligned"].terms.mean(0)
 
     def effects(index: list[int]) -> dict[str, dict[str, float]]:
-        own = pair.own_accuracy(_mean_ablate(src.terms, index, src_means), ev["y"])
-        zs = pair.zero_shot_accuracy(_mean_ablate(aln, index, aln_means), ev["y"])
+        own = pair.own_accuracy(vl.mean_ablate(src.terms, index, means=src_means), ev["y"])
+        zs = pair.zero_shot_accuracy(vl.mean_ablate(aln, index, means=aln_means), ev["y"])
         return {"own_head": own, "zero_shot": zs}
 
     base = effects([])

@@ -31,7 +31,7 @@ from vision_lens import plot
 from vision_lens.analysis.beyond_clip import TOKEN_KINDS, aligned_token_heatmaps
 from vision_lens.analysis.beyond_clip_ablation import layer_ablation_curve
 from vision_lens.analysis.compalign import AlignedComponents, CompAlign, alignment_report
-from vision_lens.analysis.direct_effects import Components, decompose_components
+from vision_lens.analysis.direct_effects import decompose_components
 from vision_lens.analysis.scoring import ComponentScores, component_scores
 from vision_lens.analysis.selection import select_components
 from vision_lens.apps import report
@@ -423,11 +423,9 @@ def build_beyond_report(
     split = sorted({c.layer for c in aligner.ids if c.kind in ("head", "attn_bias")})
     comps = decompose_components(model, x, split, batch_size=batch_size, progress=progress)
     try:
-        comps = select_components(comps, ids=aligner.ids)  # in the model's order: use the maps'
+        comps = select_components(comps, ids=aligner.ids)  # in the order of the maps
     except ValueError as error:
         raise ValueError(f"--compalign does not fit this --model: {error}") from None
-    order = [comps.labels.index(cid) for cid in aligner.ids]
-    comps = Components(comps.terms[order], list(aligner.ids), comps.embed)
     aligned = aligner.align(comps)
     z = _embed(clip_image, report.preprocess_images(clip_image, inputs.eval_images), batch_size)
     texts = {p: clip_text.encode(t).float().cpu() for p, t in inputs.properties.items()}
